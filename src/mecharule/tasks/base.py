@@ -1,0 +1,55 @@
+"""The task interface: a dataset of prompts, how long to answer, how to score, which features.
+
+A task is a small object satisfying :class:`Task`. Built-in tasks register a factory in
+:data:`TASKS` by name, so a run can be rebuilt from its saved ``(name, options)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from mecharule.features.base import Feature
+from mecharule.registry import Registry
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task provides.
+
+    ``prompts()`` returns a table with a ``prompt`` column (the exact text fed to the model, no
+    chat template) plus the task's metadata columns (``metadata_columns``), one row per prompt,
+    with no duplicate prompts. ``score`` maps answers (decoded generated text, special tokens
+    skipped) to booleans: True = the *positive* behaviour named by ``positive_label``
+    ("correct", "jailbroken"). ``group_column`` names a metadata column used to stratify the
+    train/test split and summaries (e.g. ``operator``), or is None.
+    """
+
+    name: str
+    max_new_tokens: int
+    positive_label: str
+    metadata_columns: tuple[str, ...]
+    group_column: str | None
+
+    def prompts(self) -> pd.DataFrame: ...
+
+    def score(self, prompts: pd.DataFrame, answers: Sequence[str]) -> np.ndarray: ...
+
+    def seed_features(self) -> Sequence[Feature]: ...
+
+    def options(self) -> dict[str, Any]: ...
+
+
+TaskFactory = Callable[..., Task]
+TASKS: Registry[TaskFactory] = Registry("task")
+
+
+def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
+    """Build a registered task by name with keyword options (as saved in ``run.json``)."""
+    import mecharule.tasks.builtin  # noqa: F401  (registers the built-in tasks)
+
+    factory = TASKS.get(name)
+    return factory(**(options or {}))
