@@ -1,0 +1,162 @@
+"""The ``mecharule`` command line. Thin: each command builds a config and calls one function.
+
+This is the only place that configures logging and turns progress bars on. User errors
+(:class:`MecharuleError`) print one line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from mecharule.errors import MecharuleError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Rules and neurons behind LLM behaviour.")
+list_app = typer.Typer(no_args_is_help=True, help="List registered tasks, organisms, architectures.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Bundled model organisms.")
+app.add_typer(list_app, name="list")
+app.add_typer(zoo_app, name="zoo")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MecharuleError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: finished work is saved; re-run the same command to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: bool) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _pipeline(out: Path, config_file: Path | None, overrides: dict[str, Any]) -> Any:
+    from mecharule.config import RunConfig, load_config
+    from mecharule.io.rundir import RunDir
+    from mecharule.pipeline import Pipeline
+    from mecharule.progress import bars
+
+    manifest = RunDir(out).manifest()
+    if config_file is None and "config" in manifest and not any(v is not None for v in overrides.values()):
+        config = RunConfig.model_validate(manifest["config"])
+    else:
+        config = load_config(config_file, overrides)
+    return Pipeline(config, out, progress=bars)
+
+
+@app.command()
+@user_errors
+def measure(
+    out: Path = typer.Option(..., "--out", help="run directory to write"),
+    task: str = typer.Option("arithmetic", help="task name (mecharule list tasks)"),
+    model: str = typer.Option("zoo:arithmetic", help="hub id, local path or zoo:NAME"),
+    config: Path | None = typer.Option(None, help="YAML/JSON config file"),
+    batch_size: int | None = typer.Option(None, help="prompts per forward pass"),
+    max_prompts: int | None = typer.Option(None, help="random subsample of the task's prompts"),
+    seed: int | None = typer.Option(None),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the model on the task's prompts, score the answers, write behaviour + features."""
+    _setup_logging(verbose)
+    pipe = _pipeline(out, config, {
+        "measure.task": task, "model.name": model, "measure.batch_size": batch_size,
+        "measure.max_prompts": max_prompts, "seed": seed,
+    })
+    ran = pipe.measure()
+    summary = pipe.behaviour_summary()
+    typer.echo(("measured" if ran else "already measured (skipped)") + f" → {out}")
+    typer.echo(f"prompts: {summary['n_prompts']}   {pipe.task.positive_label}: {summary['positive_rate']:.3f}")
+    for group, rate in summary.get("positive_rate_by_group", {}).items():
+        typer.echo(f"  {pipe.task.group_column} {group}: {rate:.3f}")
+
+
+@list_app.command("tasks")
+def list_tasks() -> None:
+    """Registered tasks."""
+    import mecharule.tasks.builtin  # noqa: F401
+    from mecharule.tasks.base import TASKS
+
+    for name in TASKS.names():
+        typer.echo(name)
+
+
+@list_app.command("organisms")
+def list_organisms() -> None:
+    """Bundled model organisms (use as --model zoo:NAME)."""
+    from mecharule.zoo.registry import available_organisms
+
+    for name in available_organisms():
+        typer.echo(f"zoo:{name}")
+
+
+@list_app.command("architectures")
+def list_architectures() -> None:
+    """model_type rows of the architecture table."""
+    from mecharule.models.architectures import ARCHITECTURES
+
+    for name, row in sorted(ARCHITECTURES.items()):
+        typer.echo(f"{name:14s} layers={row.layers} mlp={row.mlp} down_proj={row.down_proj}")
+
+
+@zoo_app.command("train")
+@user_errors
+def zoo_train(
+    name: str = typer.Argument(..., help="organism to train (arithmetic, ...)"),
+    seed: int = typer.Option(0),
+    out: Path | None = typer.Option(None, help="directory (default: the bundled organism's own)"),
+    steps: int | None = typer.Option(None, help="override the training steps"),
+    sweep: bool = typer.Option(True, help="run the one-by-one agonist sweep for the report"),
+) -> None:
+    """Train an organism from scratch and write its weights, tokenizer and training report."""
+    from tqdm.auto import tqdm
+
+    from mecharule.zoo.registry import ORGANISMS_DIR
+    from mecharule.zoo.train import train_organism
+
+    target = out or ORGANISMS_DIR / name
+    bar = tqdm(desc=f"train {name}", unit="step", dynamic_ncols=True)
+
+    def tick(step: int, total: int, loss: float) -> None:
+        bar.total = total
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.refresh()
+
+    report = train_organism(name, seed, target, steps=steps, progress=tick, sweep=sweep)
+    bar.close()
+    slim = {k: v for k, v in report.items() if k != "agonist_sweep"}
+    typer.echo(json.dumps(slim, indent=2))
+    for kind, info in report.get("agonist_sweep", {}).get("by_kind", {}).items():
+        typer.echo(f"sweep {kind}: {info['unit_slices_ge_0.2']} unit-slices >= 0.2, {info['unit_slices_ge_0.5']} >= 0.5")
+    typer.echo(f"saved → {target}")
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Frozen pydantic configs (extra fields forbidden), loadable from YAML or JSON.
+
+One :class:`RunConfig` holds every option of every stage; each stage hashes only its own section
+plus what it depends on, so changing a late stage's option never re-runs an early one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mecharule.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Frozen):
+    name: str = Field("zoo:arithmetic", description="hub id, local path, or zoo:NAME")
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+class MeasureConfig(_Frozen):
+    task: str = "arithmetic"
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(512, ge=1)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    max_prompts: int | None = Field(None, ge=1, description="random subsample of the task's prompts")
+
+
+class RulesConfig(_Frozen):
+    extractor: str = "ruleshap"
+    target: Literal["fail", "success"] = "fail"
+    options: dict[str, Any] = Field(default_factory=dict)
+    max_rules: int = Field(3, ge=1, description="behaviour rules (disjuncts) carried to localization")
+    min_coverage: float = Field(0.005, ge=0.0, le=1.0)
+
+
+class AttributionConfig(_Frozen):
+    methods: tuple[Literal["atp", "eap_ig"], ...] = ("atp",)
+    unit_kind: Literal["mlp", "mlp_out"] = "mlp"
+    n_pairs: int = Field(128, ge=1)
+    ig_steps: int = Field(8, ge=1)
+    top_m: float = Field(1.0, gt=0.0, description="candidates: a count (>= 1) or a fraction (< 1) of units")
+
+
+class LocalizeConfig(_Frozen):
+    ablation: Literal["mean", "zero", "resample"] = "mean"
+    positions: Literal["decode", "generated", "all"] = "decode"
+    n_covered: int = Field(64, ge=1)
+    n_unrelated: int = Field(64, ge=1)
+    n_reference: int = Field(256, ge=1)
+    n_clusters: int = Field(16, ge=1)
+    regimes: tuple[Literal["positive", "negative"], ...] = ("positive", "negative")
+    predicate: Literal["ucb", "contrastive"] = "ucb"
+    tau: float = Field(0.2, gt=0.0, lt=1.0)
+    alpha_slice: float = Field(0.025, gt=0.0, lt=0.5)
+    sign_split_first: bool = True
+    budget: int | None = Field(None, ge=1)
+    memory_budget_mb: int = Field(512, ge=16)
+
+
+class AnchorConfig(_Frozen):
+    max_eval_prompts: int = Field(10000, ge=1)
+    hq_threshold: float = 0.70
+    min_coverage: float = 0.005
+    n_random_controls: int = Field(1, ge=0)
+
+
+class RunConfig(_Frozen):
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    localize: LocalizeConfig = Field(default_factory=LocalizeConfig)
+    anchor: AnchorConfig = Field(default_factory=AnchorConfig)
+    validate_brute_force: bool = False
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML/JSON config file (optional) and apply dotted-key overrides (``measure.task``)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text()
+        try:
+            loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}: {exc}") from None
+        data = loaded or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid config at {where}: {first['msg']} (got {first.get('input')!r})") from None

@@ -1,0 +1,90 @@
+"""Load any Hugging Face causal LM (hub id, local path, or a bundled ``zoo:NAME`` organism)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mecharule.errors import ConfigError, ModelLoadError
+from mecharule.models.architectures import ArchitectureInfo, resolve
+
+log = logging.getLogger(__name__)
+
+ZOO_PREFIX = "zoo:"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model with its tokenizer and resolved architecture facts."""
+
+    model: nn.Module
+    tokenizer: Any
+    arch: ArchitectureInfo
+    name: str
+    path: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map ``zoo:NAME`` to the bundled organism directory; pass other names through."""
+    if name_or_path.startswith(ZOO_PREFIX):
+        from mecharule.zoo.registry import organism_dir
+
+        return str(organism_dir(name_or_path[len(ZOO_PREFIX) :]))
+    return name_or_path
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ConfigError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}") from None
+
+
+def load_model(
+    name_or_path: str, device: str = "cpu", dtype: str | torch.dtype = "float32"
+) -> ModelHandle:
+    """Load model + tokenizer; left padding; a pad token; architecture resolved from the table."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    local = Path(path).exists()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), local_files_only=local)
+    except (OSError, ValueError) as exc:
+        hint = (
+            "the directory exists but does not hold a causal LM (config.json, weights, tokenizer files)"
+            if local
+            else "it is not a local directory and could not be fetched from the Hugging Face hub "
+            "(no network? download it first or pass a local path)"
+        )
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {hint} ({type(exc).__name__})") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    model.eval()
+    arch = resolve(model, model.config.model_type)
+    return ModelHandle(model=model, tokenizer=tokenizer, arch=arch, name=name_or_path, path=path)
+
+
+def handle_from_model(model: nn.Module, tokenizer: Any, name: str = "in-memory") -> ModelHandle:
+    """Wrap an already-built model (e.g. a tiny random model from a config) as a handle."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    arch = resolve(model, model.config.model_type)
+    return ModelHandle(model=model, tokenizer=tokenizer, arch=arch, name=name, path=name)

@@ -1,0 +1,135 @@
+"""Stage functions and ``run(config)``: every stage is skipped when its config hash and outputs are
+already in the run directory, so a killed run resumes without losing finished work.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mecharule import __version__
+from mecharule.config import RunConfig
+from mecharule.errors import MecharuleError
+from mecharule.io.rundir import RunDir, config_hash, read_json, read_parquet, run_stage, write_json, write_parquet
+from mecharule.models.loading import ModelHandle, load_model, resolve_model_path
+from mecharule.progress import ProgressFactory, silent
+from mecharule.tasks.base import Task, make_task
+
+log = logging.getLogger(__name__)
+STAGES = ["measure", "rules", "attribute", "localize", "validate", "anchor", "report"]
+
+
+class Pipeline:
+    """One run: a config, a run directory, a lazily loaded model shared by every stage."""
+
+    def __init__(self, config: RunConfig, out: Path, progress: ProgressFactory = silent) -> None:
+        self.config = config
+        self.rundir = RunDir(out)
+        self.progress = progress
+        self._handle: ModelHandle | None = None
+        self._task: Task | None = None
+
+    @property
+    def handle(self) -> ModelHandle:
+        if self._handle is None:
+            cfg = self.config.model
+            self._handle = load_model(cfg.name, device=cfg.device, dtype=cfg.dtype)
+        return self._handle
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = make_task(self.config.measure.task, self.config.measure.task_options)
+        return self._task
+
+    # -- hashes: each stage hashes its own section plus its upstream hash ------------------------
+    def stage_hash(self, stage: str) -> str:
+        cfg = self.config
+        parts: dict[str, Any] = {"seed": cfg.seed, "model": cfg.model.model_dump(), "measure": cfg.measure.model_dump()}
+        sections = {
+            "rules": cfg.rules, "attribute": cfg.attribution, "localize": cfg.localize,
+            "validate": cfg.localize, "anchor": cfg.anchor,
+        }
+        for name in STAGES[1 : STAGES.index(stage) + 1]:
+            if name in sections:
+                parts[name] = sections[name].model_dump()
+        return config_hash(parts)
+
+    def _record_run(self) -> None:
+        self.rundir.update_manifest(
+            config=self.config.model_dump(mode="json"),
+            seed=self.config.seed,
+            package_version=__version__,
+            python=platform.python_version(),
+            model={"name": self.config.model.name, "path": self._model_path()},
+        )
+
+    def _model_path(self) -> str:
+        try:
+            return resolve_model_path(self.config.model.name)
+        except MecharuleError:
+            return self.config.model.name
+
+    # -- stages ----------------------------------------------------------------------------------
+    def measure(self) -> bool:
+        self.rundir.ensure_writable()
+        stage_hash = self.stage_hash("measure")
+        if not self.rundir.stage_is_done("measure", stage_hash):
+            _ = self.task, self.handle  # fail fast on a bad task or model, before any bar starts
+
+        def body() -> list[str]:
+            from mecharule.behaviour.measure import measure_behaviour
+            from mecharule.features.base import compute_feature_table
+
+            task = self.task
+            prompts = task.prompts()
+            max_prompts = self.config.measure.max_prompts
+            if max_prompts is not None and max_prompts < len(prompts):
+                rng = np.random.default_rng(self.config.seed)
+                keep = np.sort(rng.choice(len(prompts), size=max_prompts, replace=False))
+                prompts = prompts.iloc[keep].reset_index(drop=True)
+            features = list(task.seed_features())
+            feature_table = compute_feature_table(features, prompts)
+            with self.progress("measure", len(prompts)) as tick:
+                table = measure_behaviour(
+                    self.handle, task, prompts,
+                    batch_size=self.config.measure.batch_size,
+                    test_fraction=self.config.measure.test_fraction,
+                    seed=self.config.seed,
+                    partial_dir=self.rundir.file(f".partial/measure-{stage_hash}"),
+                    progress=tick,
+                )
+            provenance = {"task": task.name, "task_options": task.options(), "model": self.config.model.name}
+            write_parquet(self.rundir.file("features.parquet"), feature_table, provenance)
+            write_json(
+                self.rundir.file("features.json"),
+                {"features": [f.definition() for f in features], **provenance},
+            )
+            write_parquet(self.rundir.file("behaviour.parquet"), table, {**provenance, "positive_label": task.positive_label})
+            return ["behaviour.parquet", "features.parquet", "features.json"]
+
+        self._record_run()
+        return run_stage(self.rundir, "measure", stage_hash, body)
+
+    def behaviour_summary(self) -> dict[str, Any]:
+        from mecharule.behaviour.measure import accuracy_summary
+
+        table = read_parquet(self.rundir.file("behaviour.parquet"))
+        return accuracy_summary(table, self.task.group_column)
+
+
+def run_stages(pipeline: Pipeline, stages: list[str]) -> dict[str, bool]:
+    """Run the named stages in order; returns {stage: ran (False = skipped, already done)}."""
+    ran: dict[str, bool] = {}
+    for stage in stages:
+        method: Callable[[], bool] = getattr(pipeline, stage)
+        ran[stage] = method()
+    return ran
+
+
+__all__ = ["STAGES", "Pipeline", "read_json", "run_stages"]
