@@ -138,7 +138,8 @@ class _Parser:
 
     def condition(self) -> Condition:
         token = self.peek()
-        if token is None or token[0] not in ("word", "quoted") or token[1] in _KEYWORDS - {"or", "missing"}:
+        bare_keyword = token is not None and token[0] == "word" and token[1] in _KEYWORDS
+        if token is None or token[0] not in ("word", "quoted") or bare_keyword:
             raise DataError(
                 f"rule text {self.text!r}: expected a feature name at token {self.pos}, got {token}"
             )
