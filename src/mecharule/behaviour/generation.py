@@ -69,22 +69,37 @@ def greedy_generate(
     state: DecodeState | None = None,
 ) -> torch.Tensor:
     """Greedy tokens ``# [batch, max_new_tokens]``; positions after EOS hold the pad id."""
-    model, tok = handle.model, handle.tokenizer
-    eos, pad = tok.eos_token_id, tok.pad_token_id
-    batch = input_ids.shape[0]
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
     if state is not None:
         state.rel_positions = relative_positions(attention_mask)
-    cache = DynamicCache()
-    out = model(
+    cache = DynamicCache(config=handle.model.config)
+    out = handle.model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
         past_key_values=cache, use_cache=True,
     )
-    tokens = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=input_ids.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-    next_pos = position_ids[:, -1:] + 1
+    return decode_loop(handle, out.logits[:, -1, :], cache, attention_mask, position_ids[:, -1:] + 1, max_new_tokens, state)
+
+
+@torch.inference_mode()
+def decode_loop(
+    handle: ModelHandle,
+    last_logits: torch.Tensor,
+    cache: DynamicCache,
+    attention_mask: torch.Tensor,
+    next_pos: torch.Tensor,
+    max_new_tokens: int,
+    state: DecodeState | None = None,
+) -> torch.Tensor:
+    """Continue greedy decoding from the logits of the last prompt position (shared by every path)."""
+    tok = handle.tokenizer
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    batch = last_logits.shape[0]
+    device = last_logits.device
+    tokens = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    logits = last_logits
     for step in range(max_new_tokens):
-        nxt = out.logits[:, -1, :].argmax(-1)
+        nxt = logits.argmax(-1)
         nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
         tokens[:, step] = nxt
         finished |= nxt == eos
@@ -92,11 +107,12 @@ def greedy_generate(
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         if state is not None:
-            state.rel_positions = torch.full((batch, 1), step, dtype=torch.long, device=input_ids.device)
-        out = model(
+            state.rel_positions = torch.full((batch, 1), step, dtype=torch.long, device=device)
+        out = handle.model(
             input_ids=nxt[:, None], attention_mask=attention_mask, position_ids=next_pos,
             past_key_values=cache, use_cache=True,
         )
+        logits = out.logits[:, -1, :]
         next_pos = next_pos + 1
     return tokens
 

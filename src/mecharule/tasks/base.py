@@ -28,11 +28,20 @@ class Task(Protocol):
     train/test split and summaries (e.g. ``operator``), or is None.
     """
 
-    name: str
-    max_new_tokens: int
-    positive_label: str
-    metadata_columns: tuple[str, ...]
-    group_column: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_new_tokens(self) -> int: ...
+
+    @property
+    def positive_label(self) -> str: ...
+
+    @property
+    def metadata_columns(self) -> tuple[str, ...]: ...
+
+    @property
+    def group_column(self) -> str | None: ...
 
     def prompts(self) -> pd.DataFrame: ...
 

@@ -100,12 +100,27 @@ def train_organism(
     name: str, seed: int, out_dir: Path, steps: int | None = None, progress: Progress | None = None,
     sweep: bool = True,
 ) -> dict[str, Any]:
-    """Train, evaluate on held-out prompts, sweep for agonists, save weights + report to ``out_dir``."""
+    """Train, evaluate on held-out prompts, sweep for agonists, save weights + report to ``out_dir``.
+
+    Training runs on one thread so that the same seed gives the same weights on a given machine.
+    """
+    spec = organism_spec(name)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a fixed thread count makes the float reductions, hence training, reproducible
+    try:
+        return _train(spec, name, seed, out_dir, steps, progress, sweep)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    spec: OrganismSpec, name: str, seed: int, out_dir: Path, steps: int | None, progress: Progress | None,
+    sweep: bool,
+) -> dict[str, Any]:
     from dataclasses import replace
 
     from mecharule.zoo.evaluation import evaluate_organism
 
-    spec = organism_spec(name)
     if steps is not None:
         spec = replace(spec, schedule=replace(spec.schedule, steps=steps))
     torch.manual_seed(seed)

@@ -1,0 +1,247 @@
+"""The batched ablation engine: (group, prompt) → new answer and label, fast and exact.
+
+Per prompt set, once:
+  * the unablated greedy answers are re-measured on this path; prompts whose label differs from the
+    stored one are dropped and reported (``dropped``);
+  * the KV cache of the un-ablated prefix (every position before the first ablated one) is built.
+Per batch of groups (as many as fit the memory budget; rows = groups x prompts, each row with its own
+unit mask):
+  * one teacher-forced forward over the suffix (first ablated position + the baseline answer)
+    *screens* rows: greedy output is unchanged iff the argmax agrees with the baseline token at every
+    answer position (rows whose top-2 margin is below ``tie_margin`` somewhere count as diverging);
+  * only diverging rows are generated (with the same prefix cache and per-row masks) to get their new
+    answer and label.
+Cost: one suffix forward per group batch + generation of the (few) diverging rows, instead of a full
+generation per group. The slow reference path is :mod:`mecharule.interventions.slow_path`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mecharule.behaviour.generation import PAD_REL, DecodeState, decode_answers, encode_prompts
+from mecharule.interventions.hooks import SiteKey, patched
+from mecharule.interventions.kv import cache_tensors, select_cache
+from mecharule.interventions.slow_path import ablation_patch
+from mecharule.interventions.values import PositionMode, ValueTable
+from mecharule.models.loading import ModelHandle
+from mecharule.models.sites import Site
+
+Scorer = Callable[[pd.DataFrame, Sequence[str]], np.ndarray]
+FIRST_ABLATED = {"decode": -1, "generated": 0, "all": None}
+
+
+@dataclass
+class EngineStats:
+    forwards: int = 0
+    screened_rows: int = 0
+    generated_rows: int = 0
+    group_evaluations: int = 0
+
+
+@dataclass
+class GroupOutcome:
+    """Labels ``# [groups, prompts]`` under ablation, and the new answers of rows that changed."""
+
+    labels: np.ndarray
+    changed_answers: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def flips(self, baseline: np.ndarray) -> np.ndarray:
+        return self.labels != baseline[None, :]
+
+
+class AblationEngine:
+    """Evaluate many unit groups on one prompt set. See the module docstring for the method."""
+
+    def __init__(
+        self,
+        handle: ModelHandle,
+        prompts: pd.DataFrame,
+        scorer: Scorer,
+        tables: Mapping[SiteKey, ValueTable],
+        max_new_tokens: int,
+        *,
+        positions: PositionMode = "decode",
+        stored_labels: np.ndarray | None = None,
+        memory_budget_mb: int = 512,
+        tie_margin: float = 1e-4,
+    ) -> None:
+        self.handle, self.scorer, self.tables = handle, scorer, tables
+        self.max_new_tokens, self.positions, self.tie_margin = max_new_tokens, positions, tie_margin
+        self.budget_bytes = memory_budget_mb * 2**20
+        self.stats = EngineStats()
+        self._baseline(prompts.reset_index(drop=True), stored_labels)
+
+    # -- set-up ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _baseline(self, prompts: pd.DataFrame, stored: np.ndarray | None) -> None:
+        handle = self.handle
+        ids, mask = encode_prompts(handle, prompts["prompt"].tolist())
+        tokens = self._generate_plain(ids, mask)
+        answers = decode_answers(handle, tokens)
+        labels = np.asarray(self.scorer(prompts, answers), dtype=bool)
+        keep = np.ones(len(prompts), dtype=bool) if stored is None else labels == np.asarray(stored, dtype=bool)
+        self.dropped = np.flatnonzero(~keep)
+        idx = torch.as_tensor(np.flatnonzero(keep), dtype=torch.long, device=handle.device)
+        self.prompts = prompts.iloc[np.flatnonzero(keep)].reset_index(drop=True)
+        self.baseline_answers = [a for a, k in zip(answers, keep, strict=True) if k]
+        self.baseline_labels = labels[keep]
+        self._prepare_blocks(ids[idx], mask[idx], tokens[idx])
+
+    def _generate_plain(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from mecharule.behaviour.generation import greedy_generate
+
+        return greedy_generate(self.handle, ids, mask, self.max_new_tokens)
+
+    def _prepare_blocks(self, ids: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Split each prompt into a shared prefix (cached) and a teacher-forced suffix."""
+        handle = self.handle
+        eos, pad = handle.tokenizer.eos_token_id, handle.tokenizer.pad_token_id
+        n, width = ids.shape
+        first = FIRST_ABLATED[self.positions]
+        cut = 0 if first is None else width + min(first, 0)  # prefix = columns [0, cut)
+        self.cut = cut
+        # answer length incl. EOS if it was generated
+        is_eos = tokens == eos
+        has_eos = is_eos.any(1)
+        n_ans = torch.where(has_eos, is_eos.float().argmax(1) + 1, torch.full_like(has_eos, tokens.shape[1], dtype=torch.long))
+        self.n_answer = n_ans
+        self.answer_tokens = tokens
+        suffix_prompt = ids[:, cut:]
+        suffix_mask_prompt = mask[:, cut:]
+        answer_in = tokens[:, :-1]  # the last generated token is never an input
+        answer_mask = (torch.arange(answer_in.shape[1], device=ids.device)[None, :] < (n_ans[:, None] - 1)).long()
+        answer_in = torch.where(answer_mask.bool(), answer_in, torch.full_like(answer_in, pad))
+        self.suffix_ids = torch.cat([suffix_prompt, answer_in], 1)
+        self.full_mask = torch.cat([mask, answer_mask], 1)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        ans_pos = pos[:, -1:] + 1 + torch.arange(answer_in.shape[1], device=ids.device)[None, :]
+        self.suffix_pos = torch.cat([pos[:, cut:], ans_pos], 1)
+        rel_prompt = torch.where(mask.bool(), torch.arange(width, device=ids.device)[None, :] - width, PAD_REL)
+        rel_ans = torch.where(answer_mask.bool(), torch.arange(answer_in.shape[1], device=ids.device)[None, :], PAD_REL)
+        self.suffix_rel = torch.cat([rel_prompt[:, cut:], rel_ans], 1)
+        self.prompt_width = width
+        self.prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.prompt_ids, self.prompt_mask, self.prompt_pos, self.prompt_rel = ids, mask, pos, rel_prompt
+        self.prefix_last_logits: torch.Tensor | None = None
+        if cut > 0:
+            out = handle.model(
+                input_ids=ids[:, :cut], attention_mask=mask[:, :cut], position_ids=pos[:, :cut], use_cache=True
+            )
+            self.prefix = cache_tensors(out.past_key_values)
+            if cut == width:
+                self.prefix_last_logits = out.logits[:, -1, :]
+            self.stats.forwards += 1
+        self._row_bytes = self._bytes_per_row()
+
+    def _bytes_per_row(self) -> int:
+        arch = self.handle.arch
+        vocab = int(self.handle.model.config.vocab_size)
+        per_tok = arch.n_layers * (12 * arch.d_model + 4 * arch.d_mlp) + 2 * vocab
+        return 4 * (self.suffix_ids.shape[1] * per_tok + 2 * arch.n_layers * self.cut * arch.d_model)
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.prompts)
+
+    def groups_per_batch(self) -> int:
+        return max(1, int(self.budget_bytes // max(1, self._row_bytes * max(1, self.n_prompts))))
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def run(self, groups: Sequence[Sequence[Site]]) -> GroupOutcome:
+        """Labels of every (group, prompt) under mean/zero/resample ablation of the group."""
+        n_p = self.n_prompts
+        labels = np.repeat(self.baseline_labels[None, :], len(groups), axis=0)
+        outcome = GroupOutcome(labels)
+        if n_p == 0 or not groups:
+            return outcome
+        step = self.groups_per_batch()
+        for start in range(0, len(groups), step):
+            self._run_batch(groups[start : start + step], start, outcome)
+        self.stats.group_evaluations += len(groups)
+        return outcome
+
+    def _row_masks(self, groups: Sequence[Sequence[Site]]) -> dict[SiteKey, torch.Tensor]:
+        """Per site key, ``# [groups, width]`` unit masks."""
+        device = self.handle.device
+        masks: dict[SiteKey, torch.Tensor] = {}
+        for g, group in enumerate(groups):
+            for site in group:
+                key = (site.layer, site.kind)
+                if key not in masks:
+                    masks[key] = torch.zeros(len(groups), self.handle.arch.width(site.kind), dtype=torch.bool, device=device)
+                masks[key][g, site.index] = True
+        return masks
+
+    @torch.inference_mode()
+    def _run_batch(self, groups: Sequence[Sequence[Site]], offset: int, outcome: GroupOutcome) -> None:
+        n_p, n_g = self.n_prompts, len(groups)
+        device = self.handle.device
+        prompt_of_row = torch.arange(n_p, device=device).repeat(n_g)  # row = g * n_p + p
+        group_masks = self._row_masks(groups)
+        row_masks = {k: m.repeat_interleave(n_p, dim=0) for k, m in group_masks.items()}
+        diverging = self._screen(prompt_of_row, row_masks)
+        rows = torch.nonzero(diverging).flatten()
+        if len(rows) == 0:
+            return
+        sub_masks = {k: m.index_select(0, rows) for k, m in row_masks.items()}
+        answers = self._generate_rows(prompt_of_row.index_select(0, rows), sub_masks)
+        prompt_idx = prompt_of_row[rows].cpu().numpy()
+        group_idx = (rows // n_p).cpu().numpy()
+        table = self.prompts.iloc[prompt_idx].reset_index(drop=True)
+        new_labels = np.asarray(self.scorer(table, answers), dtype=bool)
+        for g, p, answer, label in zip(group_idx, prompt_idx, answers, new_labels, strict=True):
+            if answer != self.baseline_answers[p]:
+                outcome.changed_answers[(offset + int(g), int(p))] = answer
+            outcome.labels[offset + int(g), int(p)] = label
+
+    def _screen(self, prompt_of_row: torch.Tensor, row_masks: dict[SiteKey, torch.Tensor]) -> torch.Tensor:
+        """Teacher-forced check: True where greedy output may differ from the baseline."""
+        state = DecodeState(rel_positions=self.suffix_rel.index_select(0, prompt_of_row))
+        logits = self._forward(prompt_of_row, row_masks, state)  # [rows, suffix, vocab]
+        # logits at suffix column j predict the token after it; answer token t is predicted at column
+        # (n_prompt_suffix - 1 + t)
+        start = self.prompt_width - self.cut - 1
+        n_ans = self.n_answer.index_select(0, prompt_of_row)
+        targets = self.answer_tokens.index_select(0, prompt_of_row)
+        diverging = torch.zeros(len(prompt_of_row), dtype=torch.bool, device=logits.device)
+        for t in range(self.answer_tokens.shape[1]):
+            col = start + t
+            if col < 0:
+                continue  # predicted from the cached (unablated) prefix: unchanged
+            active = t < n_ans
+            top2 = logits[:, col, :].topk(2, dim=-1)
+            wrong = top2.indices[:, 0] != targets[:, t]
+            tie = (top2.values[:, 0] - top2.values[:, 1]) < self.tie_margin
+            diverging |= active & (wrong | tie)
+        self.stats.screened_rows += len(prompt_of_row)
+        return diverging
+
+    def _forward(
+        self, prompt_of_row: torch.Tensor, row_masks: dict[SiteKey, torch.Tensor], state: DecodeState
+    ) -> torch.Tensor:
+        cache = select_cache(self.handle, self.prefix, prompt_of_row) if self.prefix is not None else None
+        patches = {k: ablation_patch(state, self.tables[k], m, self.positions) for k, m in row_masks.items()}
+        with patched(self.handle, patches):
+            out = self.handle.model(
+                input_ids=self.suffix_ids.index_select(0, prompt_of_row),
+                attention_mask=self.full_mask.index_select(0, prompt_of_row),
+                position_ids=self.suffix_pos.index_select(0, prompt_of_row),
+                past_key_values=cache,
+                use_cache=cache is not None,
+            )
+        self.stats.forwards += 1
+        return out.logits
+
+    def _generate_rows(self, prompt_of_row: torch.Tensor, row_masks: dict[SiteKey, torch.Tensor]) -> list[str]:
+        """Exact greedy generation for the given rows, from the shared prefix cache."""
+        from mecharule.interventions.decode import decode_from_prefix
+
+        tokens = decode_from_prefix(self, prompt_of_row, row_masks)
+        self.stats.generated_rows += len(prompt_of_row)
+        return decode_answers(self.handle, tokens)
