@@ -47,7 +47,9 @@ def _setup_logging(verbose: bool) -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _pipeline(out: Path, config_file: Path | None, overrides: dict[str, Any]) -> Any:
@@ -78,16 +80,84 @@ def measure(
 ) -> None:
     """Run the model on the task's prompts, score the answers, write behaviour + features."""
     _setup_logging(verbose)
-    pipe = _pipeline(out, config, {
-        "measure.task": task, "model.name": model, "measure.batch_size": batch_size,
-        "measure.max_prompts": max_prompts, "seed": seed,
-    })
+    pipe = _pipeline(
+        out,
+        config,
+        {
+            "measure.task": task,
+            "model.name": model,
+            "measure.batch_size": batch_size,
+            "measure.max_prompts": max_prompts,
+            "seed": seed,
+        },
+    )
     ran = pipe.measure()
     summary = pipe.behaviour_summary()
     typer.echo(("measured" if ran else "already measured (skipped)") + f" → {out}")
-    typer.echo(f"prompts: {summary['n_prompts']}   {pipe.task.positive_label}: {summary['positive_rate']:.3f}")
+    typer.echo(
+        f"prompts: {summary['n_prompts']}   {pipe.task.positive_label}: {summary['positive_rate']:.3f}"
+    )
     for group, rate in summary.get("positive_rate_by_group", {}).items():
         typer.echo(f"  {pipe.task.group_column} {group}: {rate:.3f}")
+
+
+def _existing_pipeline(rundir: Path, config: Path | None) -> Any:
+    from mecharule.errors import RunDirError
+    from mecharule.io.rundir import RunDir
+
+    if config is None and "config" not in RunDir(rundir).manifest():
+        raise RunDirError(
+            f"{rundir} has no run.json; create it with `mecharule measure --out {rundir}` first"
+        )
+    return _pipeline(rundir, config, {})
+
+
+@app.command()
+@user_errors
+def rules(
+    rundir: Path = typer.Argument(..., help="run directory written by `mecharule measure`"),
+    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Extract behaviour rules (fit on train rows, scored on held-out test rows) → rules.json."""
+    from mecharule.io.rundir import read_json
+    from mecharule.rules import format_rules_table
+
+    _setup_logging(verbose)
+    pipe = _existing_pipeline(rundir, config)
+    ran = pipe.rules()
+    typer.echo(("extracted" if ran else "already extracted (skipped)") + f" → {rundir / 'rules.json'}")
+    typer.echo(format_rules_table(read_json(rundir / "rules.json")))
+
+
+@app.command()
+@user_errors
+def localize(
+    rundir: Path = typer.Argument(..., help="run directory with rules.json"),
+    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Find each rule's agonist units with Contrastive Hierarchical Ablation → localization/."""
+    from mecharule.io.rundir import read_json
+
+    _setup_logging(verbose)
+    pipe = _existing_pipeline(rundir, config)
+    ran = pipe.localize()
+    summary = read_json(rundir / "localization" / "summary.json")
+    typer.echo(("localized" if ran else "already localized (skipped)") + f" → {rundir / 'localization'}")
+    typer.echo(
+        f"group evaluations: {summary['group_evaluations']} in {summary['oracle_calls']} oracle calls, "
+        f"{summary['wall_seconds']:.1f}s; distinct agonists: {summary['n_agonists']}"
+    )
+    for p in summary["problems"]:
+        if p["skipped"]:
+            typer.echo(f"  {p['key']}: skipped ({p['skipped']})")
+            continue
+        sites = ", ".join(a["unit"] for a in p["agonists"][:8]) + (" ..." if len(p["agonists"]) > 8 else "")
+        typer.echo(
+            f"  {p['key']}: {len(p['agonists'])} agonists / {p['n_candidates']} candidates, "
+            f"{p['group_evaluations']} evaluations  [{sites}]"
+        )
 
 
 @list_app.command("tasks")
@@ -147,7 +217,10 @@ def zoo_train(
     slim = {k: v for k, v in report.items() if k != "agonist_sweep"}
     typer.echo(json.dumps(slim, indent=2))
     for kind, info in report.get("agonist_sweep", {}).get("by_kind", {}).items():
-        typer.echo(f"sweep {kind}: {info['unit_slices_ge_0.2']} unit-slices >= 0.2, {info['unit_slices_ge_0.5']} >= 0.5")
+        typer.echo(
+            f"sweep {kind}: {info['unit_slices_ge_0.2']} unit-slices >= 0.2, "
+            f"{info['unit_slices_ge_0.5']} >= 0.5"
+        )
     typer.echo(f"saved → {target}")
 
 

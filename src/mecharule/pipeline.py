@@ -15,7 +15,15 @@ import numpy as np
 from mecharule import __version__
 from mecharule.config import RunConfig
 from mecharule.errors import MecharuleError
-from mecharule.io.rundir import RunDir, config_hash, read_json, read_parquet, run_stage, write_json, write_parquet
+from mecharule.io.rundir import (
+    RunDir,
+    config_hash,
+    read_json,
+    read_parquet,
+    run_stage,
+    write_json,
+    write_parquet,
+)
 from mecharule.models.loading import ModelHandle, load_model, resolve_model_path
 from mecharule.progress import ProgressFactory, silent
 from mecharule.tasks.base import Task, make_task
@@ -50,10 +58,17 @@ class Pipeline:
     # -- hashes: each stage hashes its own section plus its upstream hash ------------------------
     def stage_hash(self, stage: str) -> str:
         cfg = self.config
-        parts: dict[str, Any] = {"seed": cfg.seed, "model": cfg.model.model_dump(), "measure": cfg.measure.model_dump()}
+        parts: dict[str, Any] = {
+            "seed": cfg.seed,
+            "model": cfg.model.model_dump(),
+            "measure": cfg.measure.model_dump(),
+        }
         sections = {
-            "rules": cfg.rules, "attribute": cfg.attribution, "localize": cfg.localize,
-            "validate": cfg.localize, "anchor": cfg.anchor,
+            "rules": cfg.rules,
+            "attribute": cfg.attribution,
+            "localize": cfg.localize,
+            "validate": cfg.localize,
+            "anchor": cfg.anchor,
         }
         for name in STAGES[1 : STAGES.index(stage) + 1]:
             if name in sections:
@@ -97,7 +112,9 @@ class Pipeline:
             feature_table = compute_feature_table(features, prompts)
             with self.progress("measure", len(prompts)) as tick:
                 table = measure_behaviour(
-                    self.handle, task, prompts,
+                    self.handle,
+                    task,
+                    prompts,
                     batch_size=self.config.measure.batch_size,
                     test_fraction=self.config.measure.test_fraction,
                     seed=self.config.seed,
@@ -110,17 +127,76 @@ class Pipeline:
                 self.rundir.file("features.json"),
                 {"features": [f.definition() for f in features], **provenance},
             )
-            write_parquet(self.rundir.file("behaviour.parquet"), table, {**provenance, "positive_label": task.positive_label})
+            write_parquet(
+                self.rundir.file("behaviour.parquet"),
+                table,
+                {**provenance, "positive_label": task.positive_label},
+            )
             return ["behaviour.parquet", "features.parquet", "features.json"]
 
         self._record_run()
         return run_stage(self.rundir, "measure", stage_hash, body)
+
+    def rules(self) -> bool:
+        self.rundir.require("behaviour.parquet", "features.parquet", "features.json", stage="measure")
+        cfg = self.config.rules
+
+        def body() -> list[str]:
+            from mecharule.rules import extract_behaviour_rules
+
+            with self.progress("rules", None):
+                extract_behaviour_rules(
+                    self.rundir.path,
+                    seed=self.config.seed,
+                    extractor=cfg.extractor,
+                    options=dict(cfg.options),
+                    target=cfg.target,
+                )
+            return ["rules.json"]
+
+        return run_stage(self.rundir, "rules", self.stage_hash("rules"), body)
+
+    def localize(self) -> bool:
+        self.rundir.require("rules.json", stage="rules")
+
+        def body() -> list[str]:
+            from mecharule.search.localize import localize
+
+            cfg, att = self.config, self.config.attribution
+            with self.progress("localize (group evaluations)", None) as tick:
+                localize(
+                    self.handle,
+                    self.task,
+                    self.rundir.path,
+                    cfg.localize,
+                    kind=att.unit_kind,
+                    top_m=att.top_m,
+                    method=att.methods[0],
+                    max_rules=cfg.rules.max_rules,
+                    min_coverage=cfg.rules.min_coverage,
+                    seed=cfg.seed,
+                    tick=_cumulative(tick),
+                )
+            return ["localization/summary.json"]
+
+        return run_stage(self.rundir, "localize", self.stage_hash("localize"), body)
 
     def behaviour_summary(self) -> dict[str, Any]:
         from mecharule.behaviour.measure import accuracy_summary
 
         table = read_parquet(self.rundir.file("behaviour.parquet"))
         return accuracy_summary(table, self.task.group_column)
+
+
+def _cumulative(tick: Callable[[int], None]) -> Callable[[int, int], None]:
+    """Adapt a bar's ``update(delta)`` to a ``(done_so_far, open)`` callback."""
+    seen = [0]
+
+    def callback(done: int, _open: int) -> None:
+        tick(done - seen[0])
+        seen[0] = done
+
+    return callback
 
 
 def run_stages(pipeline: Pipeline, stages: list[str]) -> dict[str, bool]:

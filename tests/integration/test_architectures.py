@@ -71,5 +71,17 @@ def test_unknown_architecture_names_the_table(char_tokenizer):
 
 
 def test_required_rows_present():
-    required = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gpt2", "gptj", "gpt_neox", "phi3", "olmo2"}
+    required = {
+        "qwen2",
+        "qwen3",
+        "llama",
+        "mistral",
+        "gemma",
+        "gemma2",
+        "gpt2",
+        "gptj",
+        "gpt_neox",
+        "phi3",
+        "olmo2",
+    }
     assert required <= set(ARCHITECTURES)

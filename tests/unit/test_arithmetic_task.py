@@ -27,12 +27,16 @@ def test_prompts_cover_range_without_duplicates():
     table = task.prompts()
     assert len(table) == 100 + 100 + 90  # division skips b == 0
     assert table["prompt"].is_unique
-    assert {"12*3=", "9/3="} <= set(make_task("arithmetic", {"max_operand": 12, "operators": "*/"}).prompts()["prompt"])
+    assert {"12*3=", "9/3="} <= set(
+        make_task("arithmetic", {"max_operand": 12, "operators": "*/"}).prompts()["prompt"]
+    )
 
 
 def test_scoring_is_exact_integer_match():
     task = make_task("arithmetic", {"operators": "+-*/", "max_operand": 20})
-    table = pd.DataFrame({"operator": ["+", "-", "*", "/", "/", "+"], "a": [2, 3, 4, 7, 9, 1], "b": [3, 10, 5, 2, 3, 1]})
+    table = pd.DataFrame(
+        {"operator": ["+", "-", "*", "/", "/", "+"], "a": [2, 3, 4, 7, 9, 1], "b": [3, 10, 5, 2, 3, 1]}
+    )
     table["truth"] = true_result(table["a"].to_numpy(), table["b"].to_numpy(), table["operator"].to_numpy())
     labels = task.score(table, ["5", "-7", "20", "3", "3.0", "02"])
     assert labels.tolist() == [True, True, True, True, False, False]
@@ -53,7 +57,8 @@ def test_carry_and_borrow_counts(a, b, carries, borrows):
 
 
 def test_multiplication_partial_carries():
-    # 99*99: each partial product 99*9 carries twice -> 4; 12*3 carries never; 25*4: 5*4=20 carry, 2*4+2=10 carry
+    # 99*99: each partial product 99*9 carries twice -> 4; 12*3 never carries;
+    # 25*4: 5*4=20 carries, 2*4+2=10 carries
     got = multiplication_partial_carries(np.array([99, 12, 25]), np.array([99, 3, 4]))
     assert got.tolist() == [4, 0, 2]
 
@@ -76,5 +81,5 @@ def test_bad_options_and_unknown_task():
         make_task("arithmetic", {"operators": "+%"})
     with pytest.raises(ConfigError, match="operand range"):
         make_task("arithmetic", {"min_operand": 5, "max_operand": 2})
-    with pytest.raises(UnknownNameError, match="valid tasks: .*arithmetic"):
+    with pytest.raises(UnknownNameError, match=r"valid tasks: .*arithmetic"):
         make_task("no_such_task")

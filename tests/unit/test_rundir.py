@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from mecharule.errors import RunDirError
-from mecharule.io.rundir import RunDir, atomic_path, config_hash, read_parquet, run_stage, write_json, write_parquet
+from mecharule.io.rundir import (
+    RunDir,
+    atomic_path,
+    config_hash,
+    read_parquet,
+    run_stage,
+    write_json,
+    write_parquet,
+)
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

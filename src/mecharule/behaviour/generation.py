@@ -74,10 +74,15 @@ def greedy_generate(
         state.rel_positions = relative_positions(attention_mask)
     cache = DynamicCache(config=handle.model.config)
     out = handle.model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-        past_key_values=cache, use_cache=True,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
     )
-    return decode_loop(handle, out.logits[:, -1, :], cache, attention_mask, position_ids[:, -1:] + 1, max_new_tokens, state)
+    return decode_loop(
+        handle, out.logits[:, -1, :], cache, attention_mask, position_ids[:, -1:] + 1, max_new_tokens, state
+    )
 
 
 @torch.inference_mode()
@@ -109,8 +114,11 @@ def decode_loop(
         if state is not None:
             state.rel_positions = torch.full((batch, 1), step, dtype=torch.long, device=device)
         out = handle.model(
-            input_ids=nxt[:, None], attention_mask=attention_mask, position_ids=next_pos,
-            past_key_values=cache, use_cache=True,
+            input_ids=nxt[:, None],
+            attention_mask=attention_mask,
+            position_ids=next_pos,
+            past_key_values=cache,
+            use_cache=True,
         )
         logits = out.logits[:, -1, :]
         next_pos = next_pos + 1
@@ -142,7 +150,9 @@ def generate_answers(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         ids, mask = encode_prompts(handle, [prompts[i] for i in chunk])
-        for i, answer in zip(chunk, decode_answers(handle, greedy_generate(handle, ids, mask, max_new_tokens)), strict=True):
+        for i, answer in zip(
+            chunk, decode_answers(handle, greedy_generate(handle, ids, mask, max_new_tokens)), strict=True
+        ):
             answers[i] = answer
         if progress is not None:
             progress(len(chunk))

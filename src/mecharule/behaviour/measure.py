@@ -27,7 +27,7 @@ def stratified_split(strata: pd.Series, test_fraction: float, seed: int) -> np.n
     rng = np.random.default_rng(seed)
     split = np.full(len(strata), "train", dtype=object)
     for _, idx in sorted(strata.groupby(strata, sort=True).indices.items(), key=lambda kv: str(kv[0])):
-        n_test = int(round(test_fraction * len(idx)))
+        n_test = round(test_fraction * len(idx))
         if len(idx) >= 2:
             n_test = min(max(n_test, 1), len(idx) - 1)
         split[rng.permutation(idx)[:n_test]] = "test"
@@ -35,7 +35,11 @@ def stratified_split(strata: pd.Series, test_fraction: float, seed: int) -> np.n
 
 
 def _answer_chunks(
-    handle: ModelHandle, task: Task, prompts: list[str], batch_size: int, partial: Path,
+    handle: ModelHandle,
+    task: Task,
+    prompts: list[str],
+    batch_size: int,
+    partial: Path,
     progress: Callable[[int], None] | None,
 ) -> list[str]:
     partial.mkdir(parents=True, exist_ok=True)
@@ -47,7 +51,9 @@ def _answer_chunks(
             if progress is not None:
                 progress(len(done))
         else:
-            done = generate_answers(handle, prompts[start : start + CHUNK], task.max_new_tokens, batch_size, progress)
+            done = generate_answers(
+                handle, prompts[start : start + CHUNK], task.max_new_tokens, batch_size, progress
+            )
             with atomic_path(path) as tmp:
                 pd.DataFrame({"answer": done}).to_parquet(tmp)
         answers.extend(done)
@@ -85,7 +91,10 @@ def measure_behaviour(
 
 
 def accuracy_summary(table: pd.DataFrame, group_column: str | None) -> dict[str, object]:
-    summary: dict[str, object] = {"n_prompts": len(table), "positive_rate": round(float(table["label"].mean()), 4)}
+    summary: dict[str, object] = {
+        "n_prompts": len(table),
+        "positive_rate": round(float(table["label"].mean()), 4),
+    }
     if group_column:
         summary["positive_rate_by_group"] = {
             str(k): round(float(v), 4) for k, v in table.groupby(group_column)["label"].mean().items()

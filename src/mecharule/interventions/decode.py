@@ -35,7 +35,10 @@ def decode_from_prefix(
             state.rel_positions = engine.prompt_rel.index_select(0, prompt_of_row)[:, cut:]
             out = handle.model(
                 input_ids=engine.prompt_ids.index_select(0, prompt_of_row)[:, cut:],
-                attention_mask=mask, position_ids=pos[:, cut:], past_key_values=cache, use_cache=True,
+                attention_mask=mask,
+                position_ids=pos[:, cut:],
+                past_key_values=cache,
+                use_cache=True,
             )
             engine.stats.forwards += 1
             last = out.logits[:, -1, :]

@@ -85,7 +85,9 @@ class AblationEngine:
         tokens = self._generate_plain(ids, mask)
         answers = decode_answers(handle, tokens)
         labels = np.asarray(self.scorer(prompts, answers), dtype=bool)
-        keep = np.ones(len(prompts), dtype=bool) if stored is None else labels == np.asarray(stored, dtype=bool)
+        keep = (
+            np.ones(len(prompts), dtype=bool) if stored is None else labels == np.asarray(stored, dtype=bool)
+        )
         self.dropped = np.flatnonzero(~keep)
         idx = torch.as_tensor(np.flatnonzero(keep), dtype=torch.long, device=handle.device)
         self.prompts = prompts.iloc[np.flatnonzero(keep)].reset_index(drop=True)
@@ -102,28 +104,36 @@ class AblationEngine:
         """Split each prompt into a shared prefix (cached) and a teacher-forced suffix."""
         handle = self.handle
         eos, pad = handle.tokenizer.eos_token_id, handle.tokenizer.pad_token_id
-        n, width = ids.shape
+        _n, width = ids.shape
         first = FIRST_ABLATED[self.positions]
         cut = 0 if first is None else width + min(first, 0)  # prefix = columns [0, cut)
         self.cut = cut
         # answer length incl. EOS if it was generated
         is_eos = tokens == eos
         has_eos = is_eos.any(1)
-        n_ans = torch.where(has_eos, is_eos.float().argmax(1) + 1, torch.full_like(has_eos, tokens.shape[1], dtype=torch.long))
+        n_ans = torch.where(
+            has_eos, is_eos.float().argmax(1) + 1, torch.full_like(has_eos, tokens.shape[1], dtype=torch.long)
+        )
         self.n_answer = n_ans
         self.answer_tokens = tokens
         suffix_prompt = ids[:, cut:]
-        suffix_mask_prompt = mask[:, cut:]
+        mask[:, cut:]
         answer_in = tokens[:, :-1]  # the last generated token is never an input
-        answer_mask = (torch.arange(answer_in.shape[1], device=ids.device)[None, :] < (n_ans[:, None] - 1)).long()
+        answer_mask = (
+            torch.arange(answer_in.shape[1], device=ids.device)[None, :] < (n_ans[:, None] - 1)
+        ).long()
         answer_in = torch.where(answer_mask.bool(), answer_in, torch.full_like(answer_in, pad))
         self.suffix_ids = torch.cat([suffix_prompt, answer_in], 1)
         self.full_mask = torch.cat([mask, answer_mask], 1)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         ans_pos = pos[:, -1:] + 1 + torch.arange(answer_in.shape[1], device=ids.device)[None, :]
         self.suffix_pos = torch.cat([pos[:, cut:], ans_pos], 1)
-        rel_prompt = torch.where(mask.bool(), torch.arange(width, device=ids.device)[None, :] - width, PAD_REL)
-        rel_ans = torch.where(answer_mask.bool(), torch.arange(answer_in.shape[1], device=ids.device)[None, :], PAD_REL)
+        rel_prompt = torch.where(
+            mask.bool(), torch.arange(width, device=ids.device)[None, :] - width, PAD_REL
+        )
+        rel_ans = torch.where(
+            answer_mask.bool(), torch.arange(answer_in.shape[1], device=ids.device)[None, :], PAD_REL
+        )
         self.suffix_rel = torch.cat([rel_prompt[:, cut:], rel_ans], 1)
         self.prompt_width = width
         self.prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -131,7 +141,10 @@ class AblationEngine:
         self.prefix_last_logits: torch.Tensor | None = None
         if cut > 0:
             out = handle.model(
-                input_ids=ids[:, :cut], attention_mask=mask[:, :cut], position_ids=pos[:, :cut], use_cache=True
+                input_ids=ids[:, :cut],
+                attention_mask=mask[:, :cut],
+                position_ids=pos[:, :cut],
+                use_cache=True,
             )
             self.prefix = cache_tensors(out.past_key_values)
             if cut == width:
@@ -174,7 +187,9 @@ class AblationEngine:
             for site in group:
                 key = (site.layer, site.kind)
                 if key not in masks:
-                    masks[key] = torch.zeros(len(groups), self.handle.arch.width(site.kind), dtype=torch.bool, device=device)
+                    masks[key] = torch.zeros(
+                        len(groups), self.handle.arch.width(site.kind), dtype=torch.bool, device=device
+                    )
                 masks[key][g, site.index] = True
         return masks
 
@@ -238,7 +253,9 @@ class AblationEngine:
         self.stats.forwards += 1
         return out.logits
 
-    def _generate_rows(self, prompt_of_row: torch.Tensor, row_masks: dict[SiteKey, torch.Tensor]) -> list[str]:
+    def _generate_rows(
+        self, prompt_of_row: torch.Tensor, row_masks: dict[SiteKey, torch.Tensor]
+    ) -> list[str]:
         """Exact greedy generation for the given rows, from the shared prefix cache."""
         from mecharule.interventions.decode import decode_from_prefix
 

@@ -57,7 +57,8 @@ def ablated_answers(
     """Greedy answers of every prompt with the group ablated (one hooked generation per batch)."""
     state = DecodeState()
     patches = {
-        key: ablation_patch(state, tables[key], mask, positions) for key, mask in group_masks(handle, group).items()
+        key: ablation_patch(state, tables[key], mask, positions)
+        for key, mask in group_masks(handle, group).items()
     }
     answers: list[str] = []
     with patched(handle, patches):

@@ -91,7 +91,11 @@ def mean_tables(
     max_off = 0
     batches = []
     for start in range(0, len(prompts), batch_size):
-        batches.append(teacher_forced_batch(handle, prompts[start : start + batch_size], answers[start : start + batch_size]))
+        batches.append(
+            teacher_forced_batch(
+                handle, prompts[start : start + batch_size], answers[start : start + batch_size]
+            )
+        )
     real = [rel[rel > PAD_REL] for _, _, rel in batches]
     min_off = int(min(r.min() for r in real))
     max_off = int(max(r.max() for r in real))
@@ -117,7 +121,9 @@ def mean_tables(
 
 def zero_tables(handle: ModelHandle, keys: Sequence[SiteKey]) -> dict[SiteKey, ValueTable]:
     return {
-        key: ValueTable(torch.zeros(1, handle.arch.width(key[1]), device=handle.device, dtype=_param_dtype(handle)), 0)
+        key: ValueTable(
+            torch.zeros(1, handle.arch.width(key[1]), device=handle.device, dtype=_param_dtype(handle)), 0
+        )
         for key in keys
     }
 

@@ -120,9 +120,7 @@ class RunDir:
     def require(self, *names: str, stage: str) -> None:
         missing = [n for n in names if not self.file(n).exists()]
         if missing:
-            raise RunDirError(
-                f"{self.path} lacks {', '.join(missing)}; run `mecharule {stage}` on it first"
-            )
+            raise RunDirError(f"{self.path} lacks {', '.join(missing)}; run `mecharule {stage}` on it first")
 
     # -- run.json -------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -141,9 +139,7 @@ class RunDir:
             return False
         return all(self.file(name).exists() for name in record.get("outputs", []))
 
-    def mark_stage_done(
-        self, stage: str, stage_hash: str, outputs: list[str], wall_seconds: float
-    ) -> None:
+    def mark_stage_done(self, stage: str, stage_hash: str, outputs: list[str], wall_seconds: float) -> None:
         manifest = self.manifest()
         stages = dict(manifest.get("stages", {}))
         stages[stage] = {

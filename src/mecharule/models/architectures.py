@@ -76,7 +76,8 @@ def row_for(model_type: str) -> ArchitectureRow:
         raise UnsupportedArchitectureError(
             f"model_type {model_type!r} is not in mecharule.models.architectures.ARCHITECTURES "
             f"(known: {known}); add a row ArchitectureRow(layers=..., mlp=..., down_proj=...) naming "
-            "the decoder-block list, the MLP module and its down-projection (see docs/adding-an-architecture.md)"
+            "the decoder-block list, the MLP module and its down-projection "
+            "(see docs/adding-an-architecture.md)"
         ) from None
 
 

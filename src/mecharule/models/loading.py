@@ -52,9 +52,7 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
         raise ConfigError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}") from None
 
 
-def load_model(
-    name_or_path: str, device: str = "cpu", dtype: str | torch.dtype = "float32"
-) -> ModelHandle:
+def load_model(name_or_path: str, device: str = "cpu", dtype: str | torch.dtype = "float32") -> ModelHandle:
     """Load model + tokenizer; left padding; a pad token; architecture resolved from the table."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

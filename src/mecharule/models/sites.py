@@ -35,7 +35,9 @@ class Site:
     def parse(cls, text: str) -> Site:
         match = _SITE.match(text.strip())
         if not match:
-            raise ConfigError(f"cannot parse site {text!r}; expected the form 'L1.mlp[203]' or 'L0.mlp_out[5]'")
+            raise ConfigError(
+                f"cannot parse site {text!r}; expected the form 'L1.mlp[203]' or 'L0.mlp_out[5]'"
+            )
         layer, kind, index = match.groups()
         return cls(int(layer), cast(UnitKind, kind), int(index))
 

@@ -16,16 +16,30 @@ from mecharule.tasks.base import Task
 from mecharule.zoo.specs import OrganismSpec
 
 
-def heldout_accuracy(handle: ModelHandle, task: Task, table: pd.DataFrame, column: str) -> tuple[dict[str, Any], np.ndarray]:
+def heldout_accuracy(
+    handle: ModelHandle, task: Task, table: pd.DataFrame, column: str
+) -> tuple[dict[str, Any], np.ndarray]:
     answers = generate_answers(handle, table["prompt"].tolist(), task.max_new_tokens)
     labels = task.score(table, answers)
-    per_slice = {str(k): round(float(labels[(table[column] == k).to_numpy()].mean()), 4) for k in sorted(table[column].unique())}
-    return {"heldout_accuracy": round(float(labels.mean()), 4), "heldout_accuracy_by_slice": per_slice}, labels
+    per_slice = {
+        str(k): round(float(labels[(table[column] == k).to_numpy()].mean()), 4)
+        for k in sorted(table[column].unique())
+    }
+    return {
+        "heldout_accuracy": round(float(labels.mean()), 4),
+        "heldout_accuracy_by_slice": per_slice,
+    }, labels
 
 
 def agonist_sweep(
-    handle: ModelHandle, task: Task, table: pd.DataFrame, labels: np.ndarray, column: str, seed: int,
-    per_slice: int = 128, n_reference: int = 256,
+    handle: ModelHandle,
+    task: Task,
+    table: pd.DataFrame,
+    labels: np.ndarray,
+    column: str,
+    seed: int,
+    per_slice: int = 128,
+    n_reference: int = 256,
 ) -> dict[str, Any]:
     """Flip rate of every unit alone (mean ablation, decode positions) on correct prompts per slice."""
     rng = np.random.default_rng(seed)
@@ -48,9 +62,14 @@ def agonist_sweep(
         for layer in range(handle.arch.n_layers):
             for index in range(handle.arch.width(kind)):
                 site = Site(layer, kind, index)
-                answers = ablated_answers(handle, sub["prompt"].tolist(), [site], tables, "decode", task.max_new_tokens)
+                answers = ablated_answers(
+                    handle, sub["prompt"].tolist(), [site], tables, "decode", task.max_new_tokens
+                )
                 still = task.score(sub, answers)
-                rates = {name: round(float(1 - still[bounds[i] : bounds[i + 1]].mean()), 4) for i, name in enumerate(slices)}
+                rates = {
+                    name: round(float(1 - still[bounds[i] : bounds[i + 1]].mean()), 4)
+                    for i, name in enumerate(slices)
+                }
                 units.append({"site": str(site), "flip_rate": rates})
         pairs = [r for u in units for r in u["flip_rate"].values()]
         result["by_kind"][kind] = {

@@ -68,8 +68,13 @@ def _lr(step: int, spec: OrganismSpec) -> float:
 
 
 def fit(
-    model: torch.nn.Module, ids: torch.Tensor, loss_mask: torch.Tensor, weights: np.ndarray,
-    spec: OrganismSpec, seed: int, progress: Progress | None = None,
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    loss_mask: torch.Tensor,
+    weights: np.ndarray,
+    spec: OrganismSpec,
+    seed: int,
+    progress: Progress | None = None,
 ) -> float:
     """Teacher-forced training on answer tokens; returns the final smoothed loss."""
     gen = torch.Generator().manual_seed(seed)
@@ -97,7 +102,11 @@ def fit(
 
 
 def train_organism(
-    name: str, seed: int, out_dir: Path, steps: int | None = None, progress: Progress | None = None,
+    name: str,
+    seed: int,
+    out_dir: Path,
+    steps: int | None = None,
+    progress: Progress | None = None,
     sweep: bool = True,
 ) -> dict[str, Any]:
     """Train, evaluate on held-out prompts, sweep for agonists, save weights + report to ``out_dir``.
@@ -114,7 +123,12 @@ def train_organism(
 
 
 def _train(
-    spec: OrganismSpec, name: str, seed: int, out_dir: Path, steps: int | None, progress: Progress | None,
+    spec: OrganismSpec,
+    name: str,
+    seed: int,
+    out_dir: Path,
+    steps: int | None,
+    progress: Progress | None,
     sweep: bool,
 ) -> dict[str, Any]:
     from dataclasses import replace
@@ -154,6 +168,8 @@ def _train(
         "final_loss": round(final_loss, 4),
         "torch_version": torch.__version__,
     }
-    report.update(evaluate_organism(handle, task, table[heldout].reset_index(drop=True), spec, seed, sweep=sweep))
+    report.update(
+        evaluate_organism(handle, task, table[heldout].reset_index(drop=True), spec, seed, sweep=sweep)
+    )
     write_json(out_dir / "training_report.json", report)
     return report

@@ -74,9 +74,7 @@ class ArithmeticTask:
     def __post_init__(self) -> None:
         bad = [c for c in self.operators if c not in OPERATORS]
         if not self.operators or bad:
-            raise ConfigError(
-                f"operators={self.operators!r}: allowed characters are {''.join(OPERATORS)!r}"
-            )
+            raise ConfigError(f"operators={self.operators!r}: allowed characters are {''.join(OPERATORS)!r}")
         if not 0 <= self.min_operand <= self.max_operand:
             raise ConfigError(
                 f"operand range [{self.min_operand}, {self.max_operand}] is empty or negative; "
@@ -104,10 +102,10 @@ class ArithmeticTask:
                 a, b = a[keep], b[keep]
             frames.append(pd.DataFrame({"operator": op, "a": a, "b": b}))
         table = pd.concat(frames, ignore_index=True)
-        table["truth"] = true_result(table["a"].to_numpy(), table["b"].to_numpy(), table["operator"].to_numpy())
-        table.insert(
-            0, "prompt", table["a"].astype(str) + table["operator"] + table["b"].astype(str) + "="
+        table["truth"] = true_result(
+            table["a"].to_numpy(), table["b"].to_numpy(), table["operator"].to_numpy()
         )
+        table.insert(0, "prompt", table["a"].astype(str) + table["operator"] + table["b"].astype(str) + "=")
         return table
 
     def score(self, prompts: pd.DataFrame, answers: Sequence[str]) -> np.ndarray:

@@ -153,8 +153,20 @@ def _operand_specs() -> list[Spec]:
         ("a_is_zero", "a is 0", "binary", lambda t: (_ab(t)[0] == 0).astype(float), ""),
         ("b_is_zero", "b is 0", "binary", lambda t: (_ab(t)[1] == 0).astype(float), ""),
         ("b_is_one", "b is 1", "binary", lambda t: (_ab(t)[1] == 1).astype(float), ""),
-        ("a_multiple_of_10", "a is a multiple of 10", "binary", lambda t: (_ab(t)[0] % 10 == 0).astype(float), ""),
-        ("b_multiple_of_10", "b is a multiple of 10", "binary", lambda t: (_ab(t)[1] % 10 == 0).astype(float), ""),
+        (
+            "a_multiple_of_10",
+            "a is a multiple of 10",
+            "binary",
+            lambda t: (_ab(t)[0] % 10 == 0).astype(float),
+            "",
+        ),
+        (
+            "b_multiple_of_10",
+            "b is a multiple of 10",
+            "binary",
+            lambda t: (_ab(t)[1] % 10 == 0).astype(float),
+            "",
+        ),
         ("share_digit", "a and b share a digit", "binary", lambda t: _share_digit(*_ab(t)).astype(float), ""),
         ("gcd_gt_1", "a and b have a common factor > 1", "binary", _gcd_gt1, ""),
         ("divides_evenly", "one operand divides the other", "binary", _divides, ""),
@@ -164,27 +176,53 @@ def _operand_specs() -> list[Spec]:
 def _operation_specs(operators: str) -> list[Spec]:
     specs: list[Spec] = [
         ("result", "the true result", "numeric", lambda t: _result(t).astype(float), ""),
-        ("result_digits", "digits of the result", "count", lambda t: digit_count(_result(t)).astype(float), ""),
+        (
+            "result_digits",
+            "digits of the result",
+            "count",
+            lambda t: digit_count(_result(t)).astype(float),
+            "",
+        ),
         ("result_negative", "the result is negative", "binary", lambda t: (_result(t) < 0).astype(float), ""),
     ]
     if "+" in operators:
         specs.append(
-            ("carries_add", "carries in a + b", "count",
-             lambda t: _only("+", t, addition_carries(*_ab(t))), "operator is not +")
+            (
+                "carries_add",
+                "carries in a + b",
+                "count",
+                lambda t: _only("+", t, addition_carries(*_ab(t))),
+                "operator is not +",
+            )
         )
     if "-" in operators:
         specs.append(
-            ("borrows_sub", "borrows in a - b", "count",
-             lambda t: _only("-", t, subtraction_borrows(*_ab(t))), "operator is not -")
+            (
+                "borrows_sub",
+                "borrows in a - b",
+                "count",
+                lambda t: _only("-", t, subtraction_borrows(*_ab(t))),
+                "operator is not -",
+            )
         )
     if "*" in operators:
         specs.append(
-            ("carries_mul", "partial-product carries in a * b", "count",
-             lambda t: _only("*", t, multiplication_partial_carries(*_ab(t))), "operator is not *")
+            (
+                "carries_mul",
+                "partial-product carries in a * b",
+                "count",
+                lambda t: _only("*", t, multiplication_partial_carries(*_ab(t))),
+                "operator is not *",
+            )
         )
         specs.append(
-            ("ones_product_carries", "last digits of a and b multiply to >= 10", "binary",
-             lambda t: _only("*", t, ((_ab(t)[0] % 10) * (_ab(t)[1] % 10) >= 10)), "operator is not *")
+            (
+                "ones_product_carries",
+                "last digits of a and b multiply to >= 10",
+                "binary",
+                lambda t: _only("*", t, ((_ab(t)[0] % 10) * (_ab(t)[1] % 10) >= 10)),
+                "operator is not *",
+            )
         )
     if "/" in operators:
         specs.append(("remainder_div", "remainder of a / b", "count", _remainder, "operator is not /"))

@@ -1,0 +1,303 @@
+"""The localization stage: CHA over every (behaviour rule, regime), plus joint suppression.
+
+Writes ``localization/<rule>_<regime>/{trace.jsonl,agonists.csv}`` and ``localization/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mecharule.config import LocalizeConfig
+from mecharule.interventions.hooks import SiteKey
+from mecharule.interventions.values import ValueTable, mean_tables, resample_tables, zero_tables
+from mecharule.io.rundir import atomic_path, read_json, read_parquet, write_json
+from mecharule.models.loading import ModelHandle
+from mecharule.models.sites import Site, UnitKind
+from mecharule.search.group_testing import SearchConfig, SearchProblem, SearchResult, search
+from mecharule.search.oracle import EngineOracle, ProblemSlices, build_problem
+from mecharule.search.problems import ProblemSpec, behaviour_rules, problem_specs
+from mecharule.tasks.base import Task
+
+Tick = Callable[[int, int], None]
+
+
+@dataclass
+class LocalizationSetup:
+    """Everything a search (or brute force) over the run's problems needs."""
+
+    specs: list[ProblemSpec]
+    problems: dict[str, ProblemSlices]
+    search_problems: list[SearchProblem]
+    oracle: EngineOracle
+    tables: Mapping[SiteKey, ValueTable]
+    disjuncts: list[dict[str, Any]]
+
+
+def search_config(cfg: LocalizeConfig, seed: int) -> SearchConfig:
+    return SearchConfig(
+        predicate=cfg.predicate,
+        tau=cfg.tau,
+        alpha_slice=cfg.alpha_slice,
+        sign_split_first=cfg.sign_split_first,
+        budget=cfg.budget,
+        seed=seed,
+    )
+
+
+def value_tables(
+    handle: ModelHandle, behaviour: pd.DataFrame, kind: UnitKind, cfg: LocalizeConfig, seed: int
+) -> Mapping[SiteKey, ValueTable]:
+    keys: list[SiteKey] = [(layer, kind) for layer in range(handle.arch.n_layers)]
+    if cfg.ablation == "zero":
+        return zero_tables(handle, keys)
+    train = np.flatnonzero((behaviour["split"] == "train").to_numpy())
+    rng = np.random.default_rng([seed, 7])
+    ref = rng.choice(train, size=min(cfg.n_reference, len(train)), replace=False)
+    prompts, answers = behaviour["prompt"].iloc[ref].tolist(), behaviour["answer"].iloc[ref].tolist()
+    if cfg.ablation == "resample":
+        return resample_tables(handle, keys, prompts, answers, seed)
+    return mean_tables(handle, keys, prompts, answers)
+
+
+def candidate_units(
+    run_dir: Path, rule_id: str, handle: ModelHandle, kind: UnitKind, top_m: float, method: str
+) -> tuple[list[Site], dict[Site, float] | None]:
+    """Attribution-ranked candidates if ``attribute`` ran, else every unit of the kind (no scores)."""
+    path = run_dir / "attribution" / f"rule_{rule_id}.safetensors"
+    if not path.exists():
+        units = [
+            Site(layer, kind, i)
+            for layer in range(handle.arch.n_layers)
+            for i in range(handle.arch.width(kind))
+        ]
+        return units, None
+    from safetensors.numpy import load_file
+
+    scores = load_file(str(path))[method]  # [n_layers, width]
+    flat = np.abs(scores).ravel()
+    n = (
+        len(flat)
+        if top_m >= len(flat)
+        else (int(top_m) if top_m >= 1 else max(1, round(top_m * len(flat))))
+    )
+    order = np.argsort(-flat, kind="stable")[:n]
+    width = scores.shape[1]
+    units = [Site(int(i // width), kind, int(i % width)) for i in sorted(order)]
+    return units, {u: float(scores[u.layer, u.index]) for u in units}
+
+
+def prepare(
+    handle: ModelHandle,
+    task: Task,
+    run_dir: Path,
+    cfg: LocalizeConfig,
+    *,
+    kind: UnitKind,
+    top_m: float,
+    method: str,
+    max_rules: int,
+    min_coverage: float,
+    seed: int,
+) -> LocalizationSetup:
+    behaviour = read_parquet(run_dir / "behaviour.parquet")
+    features = read_parquet(run_dir / "features.parquet")
+    disjuncts = behaviour_rules(read_json(run_dir / "rules.json"), max_rules, min_coverage)
+    specs = problem_specs(disjuncts, behaviour, features, cfg.regimes, cfg.n_covered, cfg.n_unrelated, seed)
+    tables = value_tables(handle, behaviour, kind, cfg, seed)
+    problems: dict[str, ProblemSlices] = {}
+    search_problems = []
+    for spec in specs:
+        if spec.skipped:
+            continue
+        problems[spec.key] = build_problem(
+            spec.key,
+            handle,
+            behaviour,
+            spec.covered_rows,
+            spec.unrelated_rows,
+            task.score,
+            tables,
+            task.max_new_tokens,
+            cfg.positions,
+            cfg.memory_budget_mb,
+        )
+        units, scores = candidate_units(run_dir, spec.rule_id, handle, kind, top_m, method)
+        search_problems.append(SearchProblem(spec.key, units, scores))
+    return LocalizationSetup(
+        specs, problems, search_problems, EngineOracle(problems), tables, list(disjuncts)
+    )
+
+
+def run_search(
+    setup: LocalizationSetup, cfg: LocalizeConfig, seed: int, tick: Tick | None
+) -> tuple[SearchResult, float]:
+    started = time.perf_counter()
+    result = search(setup.search_problems, setup.oracle, search_config(cfg, seed), progress=tick)
+    return result, time.perf_counter() - started
+
+
+def write_localization(
+    run_dir: Path,
+    setup: LocalizationSetup,
+    result: SearchResult,
+    wall: float,
+    suppression: Mapping[str, dict[str, Any]],
+) -> dict[str, Any]:
+    out = run_dir / "localization"
+    stats = {p.problem: p for p in result.problems}
+    readable = {d["id"]: d.get("readable", d.get("text", "")) for d in setup.disjuncts}
+    entries = []
+    for spec in setup.specs:
+        entry: dict[str, Any] = {
+            "key": spec.key,
+            "rule_id": spec.rule_id,
+            "regime": spec.regime,
+            "rule": readable.get(spec.rule_id, ""),
+            "skipped": spec.skipped,
+        }
+        if not spec.skipped:
+            entry.update(_problem_entry(out, spec, setup.problems[spec.key], result, stats[spec.key]))
+            entry["suppression"] = suppression.get(spec.key, {})
+        entries.append(entry)
+    summary = {
+        "problems": entries,
+        "group_evaluations": result.group_evaluations,
+        "oracle_calls": result.oracle_calls,
+        "truncated": result.truncated,
+        "n_agonists": len({str(a.unit) for a in result.agonists}),
+        "wall_seconds": round(wall, 3),
+        "forwards": sum(p.engine.stats.forwards for p in setup.problems.values()),
+        "generated_rows": sum(p.engine.stats.generated_rows for p in setup.problems.values()),
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _problem_entry(
+    out: Path, spec: ProblemSpec, problem: ProblemSlices, result: SearchResult, stats: Any
+) -> dict[str, Any]:
+    folder = out / spec.key.replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "trace.jsonl") as tmp:
+        lines = [json.dumps(r.to_dict(), default=str) for r in result.trace if r.problem == spec.key]
+        tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
+    agonists = [a.to_dict() for a in result.agonists_for(spec.key)]
+    with atomic_path(folder / "agonists.csv") as tmp:
+        pd.DataFrame([_flat_agonist(a) for a in agonists]).to_csv(tmp, index=False)
+    return {
+        "n_covered": problem.n_covered,
+        "n_unrelated": problem.n_unrelated,
+        "dropped_unreproduced": len(problem.dropped_rows),
+        "n_candidates": stats.n_candidates,
+        "group_evaluations": stats.group_evaluations,
+        "levels": stats.levels,
+        "agonists": agonists,
+        "catastrophic": [str(c.unit) for c in result.catastrophic if c.problem == spec.key],
+    }
+
+
+def _flat_agonist(a: Mapping[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in a.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}_{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def suppression_effects(
+    handle: ModelHandle,
+    task: Task,
+    run_dir: Path,
+    setup: LocalizationSetup,
+    result: SearchResult,
+    cfg: LocalizeConfig,
+    seed: int,
+    n_eval: int = 512,
+) -> dict[str, dict[str, Any]]:
+    """All agonists of a problem ablated together: positive rate before/after on covered and unrelated
+    prompts (both labels, all rows), plus the reference's union flip coverage on the problem's slices."""
+    from mecharule.interventions.engine import AblationEngine
+    from mecharule.search.problems import rule_mask
+
+    behaviour = read_parquet(run_dir / "behaviour.parquet")
+    features = read_parquet(run_dir / "features.parquet")
+    by_id = {d["id"]: d for d in setup.disjuncts}
+    effects: dict[str, dict[str, Any]] = {}
+    for spec in setup.specs:
+        agonists = [a.unit for a in result.agonists_for(spec.key)]
+        if spec.skipped or not agonists:
+            continue
+        mask = rule_mask(by_id[spec.rule_id], features)
+        rng = np.random.default_rng([seed, 11])
+        entry: dict[str, Any] = {"agonists": [str(u) for u in agonists]}
+        for side, rows in (("covered", np.flatnonzero(mask)), ("unrelated", np.flatnonzero(~mask))):
+            pick = np.sort(rng.choice(rows, size=min(n_eval, len(rows)), replace=False))
+            engine = AblationEngine(
+                handle,
+                behaviour.iloc[pick],
+                task.score,
+                setup.tables,
+                task.max_new_tokens,
+                positions=cfg.positions,
+                memory_budget_mb=cfg.memory_budget_mb,
+            )
+            after = engine.run([list(agonists)]).labels[0]  # type: ignore[list-item]
+            entry[side] = {
+                "n": len(pick),
+                "positive_rate_before": round(float(engine.baseline_labels.mean()), 4),
+                "positive_rate_after": round(float(after.mean()), 4),
+            }
+        singles = setup.oracle.flips(spec.key, [[u] for u in agonists])  # type: ignore[list-item]
+        cov = setup.problems[spec.key].is_covered
+        entry["union_flip_coverage"] = {
+            "note": "share of the problem's eligible prompts flipped by at least one agonist ablated ALONE "
+            "(the paper's union metric; not a joint ablation)",
+            "covered": round(float(singles.any(0)[cov].mean()), 4),
+            "unrelated": round(float(singles.any(0)[~cov].mean()), 4),
+        }
+        effects[spec.key] = entry
+    return effects
+
+
+def localize(
+    handle: ModelHandle,
+    task: Task,
+    run_dir: Path,
+    cfg: LocalizeConfig,
+    *,
+    kind: UnitKind,
+    top_m: float,
+    method: str,
+    max_rules: int,
+    min_coverage: float,
+    seed: int,
+    tick: Tick | None = None,
+) -> dict[str, Any]:
+    setup = prepare(
+        handle,
+        task,
+        run_dir,
+        cfg,
+        kind=kind,
+        top_m=top_m,
+        method=method,
+        max_rules=max_rules,
+        min_coverage=min_coverage,
+        seed=seed,
+    )
+    result, wall = run_search(setup, cfg, seed, tick)
+    suppression = suppression_effects(handle, task, run_dir, setup, result, cfg, seed)
+    return write_localization(run_dir, setup, result, wall, suppression)
+
+
+__all__ = ["LocalizationSetup", "localize", "prepare", "run_search"]
