@@ -160,6 +160,25 @@ def localize(
         )
 
 
+@app.command()
+@user_errors
+def validate(
+    rundir: Path = typer.Argument(..., help="run directory with rules.json"),
+    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Brute force every candidate alone beside CHA: recall by effect bin and cost → validation.json."""
+    from mecharule.io.rundir import read_json
+
+    _setup_logging(verbose)
+    pipe = _existing_pipeline(rundir, config)
+    ran = pipe.validate()
+    v = read_json(rundir / "validation.json")
+    typer.echo(("validated" if ran else "already validated (skipped)") + f" → {rundir / 'validation.json'}")
+    typer.echo(json.dumps({k: v[k] for k in ("cost", "wall_seconds", "forwards")}, indent=1))
+    typer.echo(json.dumps(v["recall"], indent=1)[:3000])
+
+
 @list_app.command("tasks")
 def list_tasks() -> None:
     """Registered tasks."""

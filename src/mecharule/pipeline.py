@@ -181,6 +181,31 @@ class Pipeline:
 
         return run_stage(self.rundir, "localize", self.stage_hash("localize"), body)
 
+    def validate(self) -> bool:
+        self.rundir.require("rules.json", stage="rules")
+
+        def body() -> list[str]:
+            from mecharule.search.validate import validate
+
+            cfg, att = self.config, self.config.attribution
+            with self.progress("validate (CHA + brute force)", None) as tick:
+                validate(
+                    self.handle,
+                    self.task,
+                    self.rundir.path,
+                    cfg.localize,
+                    kind=att.unit_kind,
+                    top_m=att.top_m,
+                    method=att.methods[0],
+                    max_rules=cfg.rules.max_rules,
+                    min_coverage=cfg.rules.min_coverage,
+                    seed=cfg.seed,
+                    tick=_cumulative(tick),
+                )
+            return ["validation.json"]
+
+        return run_stage(self.rundir, "validate", self.stage_hash("validate"), body)
+
     def behaviour_summary(self) -> dict[str, Any]:
         from mecharule.behaviour.measure import accuracy_summary
 

@@ -83,11 +83,7 @@ def candidate_units(
 
     scores = load_file(str(path))[method]  # [n_layers, width]
     flat = np.abs(scores).ravel()
-    n = (
-        len(flat)
-        if top_m >= len(flat)
-        else (int(top_m) if top_m >= 1 else max(1, round(top_m * len(flat))))
-    )
+    n = len(flat) if top_m >= len(flat) else (int(top_m) if top_m >= 1 else max(1, round(top_m * len(flat))))
     order = np.argsort(-flat, kind="stable")[:n]
     width = scores.shape[1]
     units = [Site(int(i // width), kind, int(i % width)) for i in sorted(order)]
