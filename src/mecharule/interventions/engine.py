@@ -162,9 +162,6 @@ class AblationEngine:
     def n_prompts(self) -> int:
         return len(self.prompts)
 
-    def groups_per_batch(self) -> int:
-        return max(1, int(self.budget_bytes // max(1, self._row_bytes * max(1, self.n_prompts))))
-
     # -- evaluation --------------------------------------------------------------------------------
     def run(self, groups: Sequence[Sequence[Site]]) -> GroupOutcome:
         """Labels of every (group, prompt) under mean/zero/resample ablation of the group."""
@@ -173,9 +170,18 @@ class AblationEngine:
         outcome = GroupOutcome(labels)
         if n_p == 0 or not groups:
             return outcome
-        step = self.groups_per_batch()
-        for start in range(0, len(groups), step):
-            self._run_batch(groups[start : start + step], start, outcome)
+        max_rows = max(1, int(self.budget_bytes // max(1, self._row_bytes)))
+        device = self.handle.device
+        if n_p <= max_rows:
+            step = max(1, max_rows // n_p)
+            everything = torch.arange(n_p, device=device)
+            for start in range(0, len(groups), step):
+                self._run_batch(groups[start : start + step], start, outcome, everything)
+        else:  # one group at a time, prompts in chunks
+            for g in range(len(groups)):
+                for start in range(0, n_p, max_rows):
+                    chunk = torch.arange(start, min(n_p, start + max_rows), device=device)
+                    self._run_batch(groups[g : g + 1], g, outcome, chunk)
         self.stats.group_evaluations += len(groups)
         return outcome
 
@@ -194,10 +200,11 @@ class AblationEngine:
         return masks
 
     @torch.inference_mode()
-    def _run_batch(self, groups: Sequence[Sequence[Site]], offset: int, outcome: GroupOutcome) -> None:
-        n_p, n_g = self.n_prompts, len(groups)
-        device = self.handle.device
-        prompt_of_row = torch.arange(n_p, device=device).repeat(n_g)  # row = g * n_p + p
+    def _run_batch(
+        self, groups: Sequence[Sequence[Site]], offset: int, outcome: GroupOutcome, prompts: torch.Tensor
+    ) -> None:
+        n_p, n_g = len(prompts), len(groups)
+        prompt_of_row = prompts.repeat(n_g)  # row = g * n_p + i  ->  prompt prompts[i]
         group_masks = self._row_masks(groups)
         row_masks = {k: m.repeat_interleave(n_p, dim=0) for k, m in group_masks.items()}
         diverging = self._screen(prompt_of_row, row_masks)
