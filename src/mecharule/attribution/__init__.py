@@ -1,1 +1,125 @@
-"""attribution."""
+"""Attribution: cheap per-unit estimates of ablation effects, used to pick search candidates.
+
+Methods (one per file, formula and cost in each docstring), registered in :data:`ATTRIBUTORS` under a
+common call ``attributor(handle, request) -> Tensor[n_layers, width]``:
+
+* ``atp`` — attribution patching toward the ablation values (:func:`atp_scores`);
+* ``eap_ig`` — EAP-IG-inputs on clean/corrupted prompt pairs (:func:`eap_ig_scores`).
+
+Scores are signed (negative = the intervention is predicted to lower the answer's log-prob);
+:func:`select_candidates` ranks by magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mecharule.attribution.atp import atp_scores
+from mecharule.attribution.eap_ig import eap_ig_scores
+from mecharule.errors import ConfigError
+from mecharule.interventions.hooks import SiteKey
+from mecharule.interventions.values import PositionMode, ValueTable
+from mecharule.models.loading import ModelHandle
+from mecharule.models.sites import Site, UnitKind, check_unit_kind
+from mecharule.registry import Registry
+
+
+@dataclass(frozen=True)
+class AttributionRequest:
+    """What any attributor may need. ``corrupted_prompts`` (EAP-IG) pair 1:1 with ``prompts``;
+    ``tables`` (AtP) hold the ablation values of every layer of ``kind``."""
+
+    prompts: Sequence[str]
+    answers: Sequence[str]
+    kind: UnitKind
+    positions: PositionMode = "decode"
+    tables: Mapping[SiteKey, ValueTable] | None = None
+    corrupted_prompts: Sequence[str] | None = None
+    ig_steps: int = 8
+    batch_size: int = 64
+
+
+Attributor = Callable[[ModelHandle, AttributionRequest], torch.Tensor]
+ATTRIBUTORS: Registry[Attributor] = Registry("attributor")
+
+
+@ATTRIBUTORS.register("atp")
+def _attribute_atp(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
+    if request.tables is None:
+        raise ConfigError("attributor 'atp' needs ablation value tables (request.tables); none were given")
+    return atp_scores(
+        handle,
+        request.prompts,
+        request.answers,
+        request.tables,
+        request.kind,
+        request.positions,
+        request.batch_size,
+    )
+
+
+@ATTRIBUTORS.register("eap_ig")
+def _attribute_eap_ig(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
+    if request.corrupted_prompts is None:
+        raise ConfigError(
+            "attributor 'eap_ig' needs corrupted prompts paired with the clean ones "
+            "(request.corrupted_prompts); none were given"
+        )
+    return eap_ig_scores(
+        handle,
+        request.prompts,
+        request.corrupted_prompts,
+        request.answers,
+        request.kind,
+        request.ig_steps,
+        request.positions,
+        request.batch_size,
+    )
+
+
+def select_candidates(
+    scores: torch.Tensor, kind: UnitKind, top_m: float, include_zeros: bool = False
+) -> list[Site]:
+    """The top-M units by |score|, largest first.
+
+    ``top_m >= 1`` is a count (an integer); ``0 < top_m < 1`` a fraction of all units (rounded up).
+    Exact zeros are excluded unless ``include_zeros``. Ties keep (layer, index) order.
+    """
+    kind = check_unit_kind(kind)
+    values = scores.detach().double().cpu().numpy()
+    if values.ndim != 2:
+        raise ConfigError(f"scores must be [n_layers, width]; got shape {tuple(values.shape)}")
+    if np.isnan(values).any():
+        raise ConfigError("scores contain NaN; recompute the attribution (a NaN cannot be ranked)")
+    count = _candidate_count(top_m, values.size)
+    flat = np.abs(values).ravel()
+    order = np.argsort(-flat, kind="stable")  # row-major: ties by layer, then index
+    if not include_zeros:
+        order = order[flat[order] > 0]
+    width = values.shape[1]
+    return [Site(int(i) // width, kind, int(i) % width) for i in order[:count]]
+
+
+def _candidate_count(top_m: float, n_units: int) -> int:
+    if not top_m > 0:
+        raise ConfigError(f"top_m={top_m!r}: use a count >= 1 or a fraction in (0, 1)")
+    if top_m < 1:
+        return max(1, math.ceil(top_m * n_units))
+    if top_m != int(top_m):
+        raise ConfigError(f"top_m={top_m!r}: a count must be a whole number (or a fraction below 1)")
+    return int(top_m)
+
+
+__all__ = [
+    "ATTRIBUTORS",
+    "AttributionRequest",
+    "Attributor",
+    "atp_scores",
+    "eap_ig_scores",
+    "select_candidates",
+]

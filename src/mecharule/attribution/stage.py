@@ -1,0 +1,315 @@
+"""The attribution stage: per behaviour rule, signed unit scores from each method.
+
+For a regime (``positive``: TRAIN rows the model gets right; ``negative``: rows it gets wrong):
+
+1. last-token states of the eligible rows → spectral embedding → k-center clusters (k = n_pairs // 4);
+2. per rule: ``n_pairs`` covered rows, stratified over the clusters; each paired with its nearest
+   uncovered eligible row of the same token length (EAP-IG's corrupted prompt);
+3. ``atp``: AtP toward the position-aligned mean over ``n_reference`` random TRAIN rows (drawn as the
+   localization stage draws them, so both use the same ablation values); ``eap_ig``: EAP-IG over the
+   length-matched pairs (unmatched pairs are dropped and counted);
+4. writes ``attribution/rule_<id>.safetensors`` (one ``[n_layers, width]`` tensor per method) and
+   ``attribution/rule_<id>.json`` (method settings, pairing statistics, top-20 units per method).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from mecharule.attribution import ATTRIBUTORS, AttributionRequest, select_candidates
+from mecharule.errors import ConfigError, DataError
+from mecharule.interventions.hooks import SiteKey
+from mecharule.interventions.values import PositionMode, ValueTable, mean_tables
+from mecharule.io.rundir import SCHEMA_VERSION, RunDir, atomic_path, read_parquet, write_json
+from mecharule.models.loading import ModelHandle
+from mecharule.models.sites import UnitKind, check_unit_kind
+from mecharule.sampling import (
+    REGIME_LABEL,
+    Clustering,
+    kcenter,
+    last_token_states,
+    length_matched_pairs,
+    spectral_embedding,
+    stratified_sample,
+)
+from mecharule.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+RuleMask = np.ndarray | Callable[[pd.DataFrame], np.ndarray]
+_RULE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+TOP_UNITS = 20
+
+
+@dataclass(frozen=True)
+class RuleAttribution:
+    """One rule's outcome: scores per method (empty if skipped) and the JSON record written."""
+
+    rule_id: str
+    scores: dict[str, torch.Tensor]
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        return not self.scores
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """Eligible TRAIN rows of the regime, their prompts, answers, token lengths and clusters."""
+
+    rows: np.ndarray
+    prompts: list[str]
+    answers: list[str]
+    lengths: np.ndarray
+    states: np.ndarray
+    clustering: Clustering
+
+
+def attribute_rules(
+    handle: ModelHandle,
+    task: Task,
+    run_dir: RunDir | Path,
+    *,
+    rules: Sequence[Mapping[str, Any]],
+    methods: Sequence[str] = ("atp",),
+    kind: UnitKind = "mlp",
+    n_pairs: int = 128,
+    ig_steps: int = 8,
+    seed: int = 0,
+    regime: str = "positive",
+    positions: PositionMode = "decode",
+    n_reference: int = 256,
+    batch_size: int = 64,
+    behaviour: pd.DataFrame | None = None,
+) -> list[RuleAttribution]:
+    """Attribute every rule (``{"id": str, "mask": bool array over behaviour rows | callable(frame)}``,
+    optional ``"text"``); see the module docstring. ``behaviour`` defaults to the run's table."""
+    kind = check_unit_kind(kind)
+    _check_options(methods, regime, n_pairs, rules)
+    root = run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir)
+    out_dir = root / "attribution"
+    if behaviour is None:
+        behaviour = read_parquet(root / "behaviour.parquet")
+    behaviour = behaviour.reset_index(drop=True)
+    pool = _eligible_pool(handle, behaviour, regime, n_pairs, seed)
+    tables = _reference_tables(handle, behaviour, kind, n_reference, seed) if "atp" in methods else None
+    results = []
+    for rule in rules:
+        mask = _rule_mask(rule, behaviour)
+        result = _attribute_one(
+            handle,
+            pool,
+            str(rule["id"]),
+            mask,
+            methods,
+            kind,
+            tables,
+            n_pairs,
+            ig_steps,
+            seed,
+            positions,
+            batch_size,
+        )
+        record = {
+            "rule_id": result.rule_id,
+            "rule": rule.get("text", ""),
+            "regime": regime,
+            "kind": kind,
+            "positions": positions,
+            "model": handle.name,
+            "task": task.name,
+            "seed": seed,
+            **result.record,
+        }
+        _save(out_dir, result.rule_id, result.scores, record)
+        results.append(RuleAttribution(result.rule_id, result.scores, record))
+    return results
+
+
+def _attribute_one(
+    handle: ModelHandle,
+    pool: _Pool,
+    rule_id: str,
+    mask: np.ndarray,
+    methods: Sequence[str],
+    kind: UnitKind,
+    tables: Mapping[SiteKey, ValueTable] | None,
+    n_pairs: int,
+    ig_steps: int,
+    seed: int,
+    positions: PositionMode,
+    batch_size: int,
+) -> RuleAttribution:
+    fires = mask[pool.rows]
+    covered_pool, uncovered_pool = np.flatnonzero(fires), np.flatnonzero(~fires)
+    base = {"n_covered_available": len(covered_pool), "n_uncovered_available": len(uncovered_pool)}
+    if len(covered_pool) == 0 or len(uncovered_pool) == 0:
+        reason = f"{len(covered_pool)} covered and {len(uncovered_pool)} uncovered eligible rows"
+        return RuleAttribution(rule_id, {}, {**base, "status": "skipped", "reason": reason})
+    c = pool.clustering
+    covered = stratified_sample(c.Z, c.centers, c.assignment, covered_pool, n_pairs, seed)
+    pairing = length_matched_pairs(covered, uncovered_pool, pool.lengths, pool.states)
+    matched = pairing.matched_pairs()
+    scores: dict[str, torch.Tensor] = {}
+    per_method: dict[str, Any] = {}
+    for method in methods:
+        if method == "eap_ig" and not matched:
+            per_method[method] = {"status": "skipped", "reason": "no length-matched pair"}
+            continue
+        started = time.perf_counter()
+        request = _request(pool, method, covered, matched, kind, positions, tables, ig_steps, batch_size)
+        scores[method] = ATTRIBUTORS.get(method)(handle, request)
+        per_method[method] = {
+            "status": "ok",
+            "n_prompts": len(request.prompts),
+            "seconds": round(time.perf_counter() - started, 3),
+            "top_units": _top_units(scores[method], kind),
+        }
+    record = {
+        **base,
+        "status": "ok" if scores else "skipped",
+        "n_pairs": len(matched),
+        "ig_steps": ig_steps,
+        "pairing": pairing.stats(),
+        "covered_rows": pool.rows[covered].tolist(),
+        "corrupted_rows": [int(pool.rows[r]) for _, r in matched],
+        "clean_rows_of_pairs": [int(pool.rows[c_]) for c_, _ in matched],
+        "methods": per_method,
+    }
+    return RuleAttribution(rule_id, scores, record)
+
+
+def _request(
+    pool: _Pool,
+    method: str,
+    covered: np.ndarray,
+    matched: list[tuple[int, int]],
+    kind: UnitKind,
+    positions: PositionMode,
+    tables: Mapping[SiteKey, ValueTable] | None,
+    ig_steps: int,
+    batch_size: int,
+) -> AttributionRequest:
+    if method == "eap_ig":
+        clean = [c for c, _ in matched]
+        return AttributionRequest(
+            prompts=[pool.prompts[i] for i in clean],
+            answers=[pool.answers[i] for i in clean],
+            corrupted_prompts=[pool.prompts[r] for _, r in matched],
+            kind=kind,
+            positions=positions,
+            ig_steps=ig_steps,
+            batch_size=batch_size,
+        )
+    return AttributionRequest(
+        prompts=[pool.prompts[i] for i in covered],
+        answers=[pool.answers[i] for i in covered],
+        kind=kind,
+        positions=positions,
+        tables=tables,
+        ig_steps=ig_steps,
+        batch_size=batch_size,
+    )
+
+
+def _eligible_pool(
+    handle: ModelHandle, behaviour: pd.DataFrame, regime: str, n_pairs: int, seed: int
+) -> _Pool:
+    for column in ("prompt", "answer", "label"):
+        if column not in behaviour.columns:
+            raise DataError(f"the behaviour table lacks column {column!r}; run `mecharule measure` first")
+    train = (
+        (behaviour["split"] == "train").to_numpy() if "split" in behaviour else np.ones(len(behaviour), bool)
+    )
+    rows = np.flatnonzero(train & (behaviour["label"].to_numpy(bool) == REGIME_LABEL[regime]))
+    if len(rows) < 2:
+        raise DataError(f"only {len(rows)} TRAIN rows with baseline label {REGIME_LABEL[regime]} ({regime})")
+    prompts = behaviour["prompt"].iloc[rows].tolist()
+    states = last_token_states(handle, prompts)
+    Z = spectral_embedding(states, dim=32, seed=seed)
+    centers, assignment = kcenter(Z, max(1, n_pairs // 4), seed)
+    lengths = np.asarray([len(handle.tokenizer(p)["input_ids"]) for p in prompts])
+    return _Pool(
+        rows,
+        prompts,
+        behaviour["answer"].iloc[rows].tolist(),
+        lengths,
+        states,
+        Clustering(Z, centers, assignment),
+    )
+
+
+def _reference_tables(
+    handle: ModelHandle, behaviour: pd.DataFrame, kind: UnitKind, n_reference: int, seed: int
+) -> dict[SiteKey, ValueTable]:
+    """Mean tables over random TRAIN rows, drawn exactly as :func:`mecharule.search.localize.value_tables`."""
+    keys: list[SiteKey] = [(layer, kind) for layer in range(handle.arch.n_layers)]
+    train = np.flatnonzero((behaviour["split"] == "train").to_numpy())
+    rng = np.random.default_rng([seed, 7])
+    ref = rng.choice(train, size=min(n_reference, len(train)), replace=False)
+    return mean_tables(
+        handle, keys, behaviour["prompt"].iloc[ref].tolist(), behaviour["answer"].iloc[ref].tolist()
+    )
+
+
+def _rule_mask(rule: Mapping[str, Any], behaviour: pd.DataFrame) -> np.ndarray:
+    raw = rule["mask"]
+    mask = np.asarray(raw(behaviour) if callable(raw) else raw)
+    if mask.shape != (len(behaviour),) or mask.dtype != bool:
+        raise DataError(
+            f"rule {rule['id']!r}: the mask must be a boolean array with one entry per behaviour row "
+            f"({len(behaviour)}); got dtype {mask.dtype} and shape {mask.shape}"
+        )
+    return mask
+
+
+def _top_units(scores: torch.Tensor, kind: UnitKind) -> list[dict[str, Any]]:
+    return [
+        {"site": str(s), "score": float(scores[s.layer, s.index])}
+        for s in select_candidates(scores, kind, TOP_UNITS, include_zeros=True)
+    ]
+
+
+def _save(out_dir: Path, rule_id: str, scores: Mapping[str, torch.Tensor], record: dict[str, Any]) -> None:
+    if scores:
+        with atomic_path(out_dir / f"rule_{rule_id}.safetensors") as tmp:
+            tensors = {name: t.detach().float().contiguous().cpu() for name, t in scores.items()}
+            save_file(
+                tensors, str(tmp), metadata={"schema_version": str(SCHEMA_VERSION), "kind": record["kind"]}
+            )
+    write_json(out_dir / f"rule_{rule_id}.json", record)
+
+
+def _check_options(
+    methods: Sequence[str], regime: str, n_pairs: int, rules: Sequence[Mapping[str, Any]]
+) -> None:
+    for method in methods:
+        ATTRIBUTORS.get(method)  # raises UnknownNameError listing the valid names
+    if not methods:
+        raise ConfigError("methods is empty; pass at least one of " + ", ".join(ATTRIBUTORS.names()))
+    if regime not in REGIME_LABEL:
+        raise ConfigError(f"regime={regime!r}: allowed are {', '.join(REGIME_LABEL)}")
+    if n_pairs < 1:
+        raise ConfigError(f"n_pairs={n_pairs}: must be at least 1")
+    for rule in rules:
+        if "id" not in rule or "mask" not in rule:
+            raise ConfigError(f"each rule needs 'id' and 'mask' keys; got keys {sorted(rule)}")
+        if not _RULE_ID.match(str(rule["id"])):
+            raise ConfigError(
+                f"rule id {rule['id']!r}: use letters, digits, '_', '-' or '.' (it names files)"
+            )
+
+
+__all__ = ["RuleAttribution", "attribute_rules"]

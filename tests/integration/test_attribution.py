@@ -1,0 +1,268 @@
+"""Attribution: AtP and EAP-IG against finite differences on a tiny float64 model, candidate
+selection, and the stage on the bundled arithmetic organism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mecharule.attribution import (
+    ATTRIBUTORS,
+    AttributionRequest,
+    atp_scores,
+    eap_ig_scores,
+    select_candidates,
+)
+from mecharule.attribution.gradients import answer_logprob, input_embeddings, teacher_forced_block
+from mecharule.attribution.stage import attribute_rules
+from mecharule.errors import ConfigError, DataError, UnknownNameError
+from mecharule.interventions.hooks import count_hooks, patched
+from mecharule.interventions.values import mean_tables, position_gate
+from mecharule.models import Site, handle_from_model
+
+from .tiny_models import tiny_model
+
+PROMPTS = ["12+34=", "7*8=", "99-5=", "3*41="]
+ANSWERS = ["46", "56", "94", "123"]
+REF_PROMPTS = ["1+1=", "20*3=", "45-12=", "8*8=", "70+29=", "5-9="]
+REF_ANSWERS = ["2", "60", "33", "64", "99", "-4"]
+# Central-difference step (a fraction of the way to the ablation value). Qwen2's RMSNorm computes in
+# float32 even in a float64 model, so much smaller steps drown in rounding; the central difference
+# cancels the second-order term, and the tiny random model is smooth at this scale.
+STEP = 0.25
+
+
+@pytest.fixture(scope="module")
+def tiny(char_tokenizer):
+    model = tiny_model("qwen2", vocab_size=len(char_tokenizer), seed=1).double()
+    return handle_from_model(model, char_tokenizer, name="tiny-qwen2")
+
+
+def metric_with_unit_moved(handle, block, key, unit, direction, eps, positions="decode", embeds=None):
+    """M after moving unit ``unit`` of site ``key`` by ``eps * direction`` at the gated positions."""
+    gate = position_gate(block.rel, positions)
+
+    def fn(x):
+        y = x.clone()
+        y[..., unit] = x[..., unit] + eps * gate * direction[..., unit]
+        return y
+
+    with torch.no_grad(), patched(handle, {key: fn}):
+        kwargs = {"input_ids": block.ids} if embeds is None else {"inputs_embeds": embeds}
+        out = handle.model(**kwargs, attention_mask=block.mask, position_ids=block.position_ids)
+    return float(answer_logprob(out.logits, block))
+
+
+def activations(handle, block, key):
+    store = {}
+
+    def fn(x):
+        store["a"] = x.detach()
+        return x
+
+    with torch.no_grad(), patched(handle, {key: fn}):
+        handle.model(input_ids=block.ids, attention_mask=block.mask, position_ids=block.position_ids)
+    return store["a"]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "mlp_out"])
+@pytest.mark.parametrize("positions", ["decode", "all"])
+def test_atp_equals_first_order_taylor_estimate(tiny, kind, positions):
+    keys = [(layer, kind) for layer in range(tiny.arch.n_layers)]
+    tables = mean_tables(tiny, keys, REF_PROMPTS, REF_ANSWERS)
+    scores = atp_scores(tiny, PROMPTS, ANSWERS, tables, kind, positions=positions, batch_size=3)
+    assert scores.shape == (2, tiny.arch.width(kind))
+    block = teacher_forced_block(tiny, PROMPTS, ANSWERS)
+    eps = STEP
+    for layer, unit in [(0, 0), (0, 5), (1, 3), (1, 11)]:
+        key = (layer, kind)
+        direction = tables[key].lookup(block.rel) - activations(tiny, block, key)  # toward the ablation value
+        up = metric_with_unit_moved(tiny, block, key, unit, direction, eps, positions)
+        down = metric_with_unit_moved(tiny, block, key, unit, direction, -eps, positions)
+        taylor = (up - down) / (2 * eps) / len(PROMPTS)
+        assert scores[layer, unit].item() == pytest.approx(taylor, rel=1e-3, abs=1e-6)
+    assert scores.abs().sum() > 0
+    assert count_hooks(tiny) == 0
+
+
+def test_atp_gradient_is_not_zero_at_the_clean_point(tiny):
+    """The metric is a log-prob, not a KL to the clean distribution: clean-point gradients exist."""
+    keys = [(layer, "mlp") for layer in range(2)]
+    tables = mean_tables(tiny, keys, REF_PROMPTS, REF_ANSWERS)
+    scores = atp_scores(tiny, PROMPTS, ANSWERS, tables, "mlp")
+    assert (scores != 0).float().mean() > 0.9
+
+
+def test_atp_rejects_missing_tables_and_mismatched_inputs(tiny):
+    tables = mean_tables(tiny, [(0, "mlp")], REF_PROMPTS, REF_ANSWERS)
+    with pytest.raises(DataError, match="no ablation values"):
+        atp_scores(tiny, PROMPTS, ANSWERS, tables, "mlp")
+    tables |= mean_tables(tiny, [(1, "mlp")], REF_PROMPTS, REF_ANSWERS)
+    with pytest.raises(DataError, match="answers"):
+        atp_scores(tiny, PROMPTS, ANSWERS[:2], tables, "mlp")
+
+
+CLEAN = ["12+34=", "7*8=", "3*41="]
+CORRUPT = ["52-30=", "7+9=", "8-11="]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "mlp_out"])
+def test_eap_ig_one_step_is_the_midpoint_directional_derivative(tiny, kind):
+    """m = 1: score_u = Σ_t Δ_u(t) ∂M/∂a_u(t) at the embedding midpoint, checked by finite differences."""
+    answers = ANSWERS[:2] + ANSWERS[3:]
+    scores = eap_ig_scores(tiny, CLEAN, CORRUPT, answers, kind, steps=1, batch_size=2)
+    clean = teacher_forced_block(tiny, CLEAN, answers)
+    corrupt = teacher_forced_block(tiny, CORRUPT, answers)
+    mid = 0.5 * (input_embeddings(tiny, clean.ids) + input_embeddings(tiny, corrupt.ids))
+    eps = STEP
+    for layer, unit in [(0, 1), (1, 7)]:
+        key = (layer, kind)
+        delta = activations(tiny, corrupt, key) - activations(tiny, clean, key)
+        up = metric_with_unit_moved(tiny, clean, key, unit, delta, eps, embeds=mid)
+        down = metric_with_unit_moved(tiny, clean, key, unit, delta, -eps, embeds=mid)
+        expected = (up - down) / (2 * eps) / len(CLEAN)
+        assert scores[layer, unit].item() == pytest.approx(expected, rel=1e-3, abs=1e-6)
+
+
+def test_eap_ig_zero_for_identical_pairs_and_converges_with_steps(tiny):
+    answers = ANSWERS[:2] + ANSWERS[3:]
+    same = eap_ig_scores(tiny, CLEAN, CLEAN, answers, "mlp", steps=2)
+    assert same.abs().max() == 0
+    fine = eap_ig_scores(tiny, CLEAN, CORRUPT, answers, "mlp", steps=32)
+    mid = eap_ig_scores(tiny, CLEAN, CORRUPT, answers, "mlp", steps=8)
+    coarse = eap_ig_scores(tiny, CLEAN, CORRUPT, answers, "mlp", steps=1)
+    assert (mid - fine).norm() < (coarse - fine).norm()
+    assert (mid - fine).norm() < 0.05 * fine.norm()
+
+
+def test_eap_ig_rejects_unequal_token_lengths(tiny):
+    with pytest.raises(DataError, match="equal token"):
+        eap_ig_scores(tiny, ["12+34="], ["1+3="], ["46"], "mlp")
+    with pytest.raises(ConfigError):
+        eap_ig_scores(tiny, CLEAN, CORRUPT, ["1", "2", "3"], "mlp", steps=0)
+
+
+def test_registry_dispatches_and_names_missing_inputs(tiny):
+    assert ATTRIBUTORS.names() == ["atp", "eap_ig"]
+    request = AttributionRequest(prompts=CLEAN, answers=["46", "56", "123"], kind="mlp", ig_steps=2)
+    with pytest.raises(ConfigError, match="corrupted"):
+        ATTRIBUTORS.get("eap_ig")(tiny, request)
+    with pytest.raises(ConfigError, match="tables"):
+        ATTRIBUTORS.get("atp")(tiny, request)
+    with pytest.raises(UnknownNameError, match="atp, eap_ig"):
+        ATTRIBUTORS.get("eap")
+    direct = eap_ig_scores(tiny, CLEAN, CORRUPT, ["46", "56", "123"], "mlp", steps=2)
+    via = ATTRIBUTORS.get("eap_ig")(
+        tiny, AttributionRequest(CLEAN, ["46", "56", "123"], "mlp", corrupted_prompts=CORRUPT, ig_steps=2)
+    )
+    torch.testing.assert_close(direct, via)
+
+
+# -- candidate selection ---------------------------------------------------------------------------
+def test_select_candidates_count_fraction_zeros_and_ties():
+    scores = torch.tensor([[0.0, -3.0, 1.0, 0.5], [2.0, 0.0, -1.0, 0.1]])
+    top = select_candidates(scores, "mlp", 3)
+    assert [str(s) for s in top] == ["L0.mlp[1]", "L1.mlp[0]", "L0.mlp[2]"]
+    # |1.0| tie between L0[2] and L1[2]: (layer, index) order
+    assert select_candidates(scores, "mlp", 4)[3] == Site(1, "mlp", 2)
+    assert len(select_candidates(scores, "mlp", 0.25)) == 2  # 25 % of 8 units
+    assert len(select_candidates(scores, "mlp", 0.3)) == 3  # rounded up
+    assert len(select_candidates(scores, "mlp", 100)) == 6  # zeros excluded
+    assert len(select_candidates(scores, "mlp", 100, include_zeros=True)) == 8
+    assert select_candidates(scores, "mlp_out", 1) == [Site(0, "mlp_out", 1)]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, float("nan")])
+def test_select_candidates_rejects_bad_top_m(bad):
+    with pytest.raises(ConfigError):
+        select_candidates(torch.ones(2, 3), "mlp", bad)
+
+
+def test_select_candidates_rejects_nan_scores():
+    with pytest.raises(ConfigError, match="NaN"):
+        select_candidates(torch.tensor([[1.0, float("nan")]]), "mlp", 1)
+
+
+# -- on the organism -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def organism():
+    from mecharule.behaviour.generation import generate_answers
+    from mecharule.models import load_model
+    from mecharule.tasks import make_task
+
+    handle = load_model("zoo:arithmetic")
+    task = make_task("arithmetic")
+    prompts = task.prompts().sample(900, random_state=0).reset_index(drop=True)
+    answers = generate_answers(handle, prompts["prompt"].tolist(), task.max_new_tokens)
+    behaviour = prompts.assign(
+        answer=answers,
+        label=task.score(prompts, answers),
+        split=np.where(np.arange(len(prompts)) % 5 == 0, "test", "train"),
+    )
+    return handle, task, behaviour
+
+
+def test_stage_writes_scores_and_records(organism, tmp_path):
+    handle, task, behaviour = organism
+    rules = [
+        {"id": "mul", "mask": (behaviour["operator"] == "*").to_numpy(), "text": "operator == '*'"},
+        {"id": "big_a", "mask": lambda frame: (frame["a"] >= 50).to_numpy()},
+        {"id": "none", "mask": np.zeros(len(behaviour), dtype=bool)},
+    ]
+    results = attribute_rules(
+        handle, task, tmp_path, rules=rules, methods=("atp", "eap_ig"), kind="mlp",
+        n_pairs=32, ig_steps=2, seed=0, behaviour=behaviour,
+    )  # fmt: skip
+    assert [r.rule_id for r in results] == ["mul", "big_a", "none"]
+    assert results[2].skipped and not (tmp_path / "attribution" / "rule_none.safetensors").exists()
+    saved = load_file(str(tmp_path / "attribution" / "rule_mul.safetensors"))
+    assert set(saved) == {"atp", "eap_ig"}
+    assert saved["atp"].shape == (handle.arch.n_layers, handle.arch.d_mlp)
+    torch.testing.assert_close(saved["atp"], results[0].scores["atp"])
+    record = json.loads((tmp_path / "attribution" / "rule_mul.json").read_text())
+    assert record["schema_version"] >= 1 and record["status"] == "ok"
+    assert record["pairing"]["n_pairs"] == 32 and record["n_pairs"] <= 32
+    assert len(record["methods"]["atp"]["top_units"]) == 20
+    top = record["methods"]["atp"]["top_units"]
+    assert abs(top[0]["score"]) >= abs(top[-1]["score"])
+    # covered rows: TRAIN, correct, multiplication; corrupted rows: TRAIN, correct, not multiplication
+    covered, corrupted = record["covered_rows"], record["corrupted_rows"]
+    assert (behaviour.loc[covered, "operator"] == "*").all() and behaviour.loc[covered, "label"].all()
+    assert (behaviour.loc[covered, "split"] == "train").all()
+    assert (behaviour.loc[corrupted, "operator"] != "*").all() and behaviour.loc[corrupted, "label"].all()
+    lengths = behaviour["prompt"].str.len()
+    clean_rows = record["clean_rows_of_pairs"]
+    assert (lengths[clean_rows].to_numpy() == lengths[corrupted].to_numpy()).all()
+    assert json.loads((tmp_path / "attribution" / "rule_none.json").read_text())["status"] == "skipped"
+
+
+def test_stage_rejects_bad_rules(organism, tmp_path):
+    handle, task, behaviour = organism
+    with pytest.raises(ConfigError, match="rule id"):
+        attribute_rules(handle, task, tmp_path, rules=[{"id": "a/b", "mask": None}], behaviour=behaviour)
+    with pytest.raises(DataError, match="boolean"):
+        attribute_rules(
+            handle, task, tmp_path, rules=[{"id": "x", "mask": np.ones(3, bool)}], behaviour=behaviour
+        )
+    with pytest.raises(UnknownNameError):
+        attribute_rules(handle, task, tmp_path, rules=[], methods=("saliency",), behaviour=behaviour)
+
+
+def test_atp_ranks_units_that_flip_multiplications(organism):
+    """AtP's top units include real agonists: ablating the top-|score| unit flips some prompts."""
+    from mecharule.interventions.engine import AblationEngine
+
+    handle, task, behaviour = organism
+    mul = behaviour[(behaviour["operator"] == "*") & behaviour["label"]].head(32).reset_index(drop=True)
+    ref = behaviour.head(128)
+    keys = [(layer, "mlp") for layer in range(2)]
+    tables = mean_tables(handle, keys, ref["prompt"].tolist(), ref["answer"].tolist())
+    scores = atp_scores(handle, mul["prompt"].tolist(), mul["answer"].tolist(), tables, "mlp")
+    top = select_candidates(scores, "mlp", 5)
+    engine = AblationEngine(handle, mul, task.score, tables, task.max_new_tokens)
+    flips = engine.run([[s] for s in top]).flips(engine.baseline_labels).mean(1)
+    assert flips.max() > 0.1
