@@ -1,0 +1,156 @@
+"""Read a run directory for the report, tolerating every stage after ``measure`` being absent.
+
+Only ``behaviour.parquet`` is required. Every other artifact loads as ``None`` (or empty) when its
+file is missing, so each report section can say "not run yet" instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mecharule.errors import MecharuleError, RunDirError
+from mecharule.io.rundir import read_json, read_parquet
+
+logger = logging.getLogger(__name__)
+
+TRACE_FIELDS = ("level", "depth", "size", "decision", "memo_hit")
+
+
+@dataclass(frozen=True)
+class RunArtifacts:
+    """Everything the report reads from one run directory (``None`` = that stage has not run)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    behaviour: pd.DataFrame
+    behaviour_meta: dict[str, Any]
+    features: pd.DataFrame | None = None
+    feature_defs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rules: dict[str, Any] | None = None
+    localization: dict[str, Any] | None = None
+    traces: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    validation: dict[str, Any] | None = None
+    flips: pd.DataFrame | None = None
+    neuron_rules: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+
+    @property
+    def task_name(self) -> str:
+        config = self.manifest.get("config") or {}
+        return str(self.behaviour_meta.get("task") or (config.get("measure") or {}).get("task") or "?")
+
+    @property
+    def task_options(self) -> dict[str, Any]:
+        options = self.behaviour_meta.get("task_options")
+        if options is None:
+            options = ((self.manifest.get("config") or {}).get("measure") or {}).get("task_options")
+        return dict(options or {})
+
+    @property
+    def positive_label(self) -> str:
+        return str(self.behaviour_meta.get("positive_label") or "positive")
+
+    @property
+    def model_name(self) -> str:
+        model = self.manifest.get("model") or {}
+        return str(model.get("name") or self.behaviour_meta.get("model") or "?")
+
+    @property
+    def problems(self) -> list[dict[str, Any]]:
+        return list((self.localization or {}).get("problems") or [])
+
+
+def _optional_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except json.JSONDecodeError as exc:
+        logger.warning("%s is not valid JSON (%s); its report section is skipped", path, exc)
+        return None
+
+
+def _optional_parquet(path: Path) -> pd.DataFrame | None:
+    return read_parquet(path) if path.exists() else None
+
+
+def parquet_provenance(path: Path) -> dict[str, Any]:
+    """The JSON stored under the ``mecharule`` key of a Parquet file's schema metadata ({} if none)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"mecharule")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    """The compact fields of a CHA query trace (unit lists are dropped: they can be huge)."""
+    records = []
+    with path.open() as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                records.append({k: record.get(k) for k in TRACE_FIELDS})
+    return records
+
+
+def problem_folder(key: str) -> str:
+    """The localization sub-folder of a problem key ("R1/positive" → "R1_positive")."""
+    return key.replace("/", "_")
+
+
+def _traces(run_dir: Path, localization: Mapping[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
+    traces = {}
+    for problem in (localization or {}).get("problems") or []:
+        key = str(problem.get("key", ""))
+        path = run_dir / "localization" / problem_folder(key) / "trace.jsonl"
+        if key and path.exists():
+            traces[key] = read_trace(path)
+    return traces
+
+
+def load_run(run_dir: Path) -> RunArtifacts:
+    """Load every artifact of ``run_dir``; only ``behaviour.parquet`` (the measure stage) is required."""
+    run_dir = Path(run_dir)
+    behaviour_path = run_dir / "behaviour.parquet"
+    if not behaviour_path.exists():
+        raise RunDirError(
+            f"{run_dir} has no behaviour.parquet; run `mecharule measure` (or `mecharule run`) "
+            "with --out pointing at it before `mecharule report`"
+        )
+    manifest = _optional_json(run_dir / "run.json") or {}
+    features_json = _optional_json(run_dir / "features.json") or {}
+    localization = _optional_json(run_dir / "localization" / "summary.json")
+    try:
+        traces = _traces(run_dir, localization)
+    except (OSError, json.JSONDecodeError, MecharuleError) as exc:
+        logger.warning("could not read a localization trace (%s); decision counts are skipped", exc)
+        traces = {}
+    return RunArtifacts(
+        path=run_dir,
+        manifest=manifest,
+        behaviour=read_parquet(behaviour_path),
+        behaviour_meta=parquet_provenance(behaviour_path),
+        features=_optional_parquet(run_dir / "features.parquet"),
+        feature_defs={str(d.get("name")): d for d in features_json.get("features") or []},
+        rules=_optional_json(run_dir / "rules.json"),
+        localization=localization,
+        traces=traces,
+        validation=_optional_json(run_dir / "validation.json"),
+        flips=_optional_parquet(run_dir / "flips.parquet"),
+        neuron_rules=_optional_json(run_dir / "neuron_rules.json"),
+        summary=_optional_json(run_dir / "summary.json"),
+    )
