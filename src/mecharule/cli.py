@@ -68,6 +68,89 @@ def _pipeline(out: Path, config_file: Path | None, overrides: dict[str, Any]) ->
 
 @app.command()
 @user_errors
+def run(
+    out: Path = typer.Option(..., "--out", help="run directory (re-run the same command to resume)"),
+    task: str | None = typer.Option(None, help="task name (default arithmetic; mecharule list tasks)"),
+    model: str | None = typer.Option(
+        None, help="hub id, local path or zoo:NAME (default: the task's organism)"
+    ),
+    config: Path | None = typer.Option(None, help="YAML/JSON config file setting any option"),
+    validate_: bool = typer.Option(
+        False, "--validate", help="also brute-force every candidate (recall, cost)"
+    ),
+    seed: int | None = typer.Option(None),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run every stage (measure → rules → attribute → localize → [validate] → anchor → report)."""
+    import time
+
+    from mecharule.pipeline import default_stages
+
+    _setup_logging(verbose)
+    if model is None and task is not None and config is None:
+        model = f"zoo:{task}"
+    pipe = _pipeline(
+        out,
+        config,
+        {
+            "measure.task": task,
+            "model.name": model,
+            "seed": seed,
+            "validate_brute_force": True if validate_ else None,
+        },
+    )
+    for stage in default_stages(pipe.config):
+        started = time.perf_counter()
+        typer.echo(f"[{stage}] ...", err=True)
+        ran = getattr(pipe, stage)()
+        typer.echo(
+            f"[{stage}] {'done' if ran else 'skipped (already done)'} "
+            f"in {time.perf_counter() - started:.1f}s",
+            err=True,
+        )
+    summary = pipe.write_summary()
+    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(f"report → {out / 'report' / 'index.html'}")
+
+
+@app.command()
+@user_errors
+def anchor(
+    rundir: Path = typer.Argument(..., help="run directory with localization/"),
+    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Flip table of every agonist and its neuron-anchored rules → flips.parquet, neuron_rules.json."""
+    from mecharule.io.rundir import read_json
+
+    _setup_logging(verbose)
+    pipe = _existing_pipeline(rundir, config)
+    ran = pipe.anchor()
+    data = read_json(rundir / "neuron_rules.json")
+    typer.echo(("anchored" if ran else "already anchored (skipped)") + f" → {rundir / 'neuron_rules.json'}")
+    typer.echo(f"HQ counts (test MCC): {data['hq_counts']['test']}")
+    for a in data["agonists"][:10]:
+        typer.echo(
+            f"  {a['site']:>12}  flips {a['flip_rates']['any']:.3f}  best {a['best']['target']} "
+            f"test MCC {a['best']['test_mcc']:.2f}: {a['best']['readable'][:90]}"
+        )
+
+
+@app.command()
+@user_errors
+def report(
+    rundir: Path = typer.Argument(..., help="run directory"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Write report/index.html (self-contained) and the paper-style tables."""
+    _setup_logging(verbose)
+    pipe = _existing_pipeline(rundir, None)
+    pipe.report()
+    typer.echo(f"report → {rundir / 'report' / 'index.html'}")
+
+
+@app.command()
+@user_errors
 def measure(
     out: Path = typer.Option(..., "--out", help="run directory to write"),
     task: str = typer.Option("arithmetic", help="task name (mecharule list tasks)"),
@@ -128,6 +211,20 @@ def rules(
     ran = pipe.rules()
     typer.echo(("extracted" if ran else "already extracted (skipped)") + f" → {rundir / 'rules.json'}")
     typer.echo(format_rules_table(read_json(rundir / "rules.json")))
+
+
+@app.command()
+@user_errors
+def attribute(
+    rundir: Path = typer.Argument(..., help="run directory with rules.json"),
+    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Gradient attribution (AtP / EAP-IG) of every MLP unit per rule → attribution/*.safetensors + json."""
+    _setup_logging(verbose)
+    pipe = _existing_pipeline(rundir, config)
+    ran = pipe.attribute()
+    typer.echo(("attributed" if ran else "already attributed (skipped)") + f" → {rundir / 'attribution'}")
 
 
 @app.command()

@@ -47,7 +47,7 @@ class AttributionConfig(_Frozen):
     unit_kind: Literal["mlp", "mlp_out"] = "mlp"
     n_pairs: int = Field(128, ge=1)
     ig_steps: int = Field(8, ge=1)
-    top_m: float = Field(1.0, gt=0.0, description="candidates: a count (>= 1) or a fraction (< 1) of units")
+    top_m: float = Field(0.5, gt=0.0, description="candidates: a count (>= 1) or a fraction (< 1) of units")
 
 
 class LocalizeConfig(_Frozen):
@@ -68,6 +68,11 @@ class LocalizeConfig(_Frozen):
 
 class AnchorConfig(_Frozen):
     max_eval_prompts: int = Field(10000, ge=1)
+    max_agonists: int = Field(16, ge=1, description="strongest agonists (by max effect) anchored")
+    rule_options: dict[str, Any] = Field(
+        default_factory=lambda: {"n_estimators": 40, "shap_n_estimators": 20},
+        description="extractor options for anchored rules (smaller ensembles: one fit per agonist x target)",
+    )
     hq_threshold: float = 0.70
     min_coverage: float = 0.005
     n_random_controls: int = Field(1, ge=0)

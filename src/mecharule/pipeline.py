@@ -156,6 +156,41 @@ class Pipeline:
 
         return run_stage(self.rundir, "rules", self.stage_hash("rules"), body)
 
+    def attribute(self) -> bool:
+        self.rundir.require("rules.json", stage="rules")
+
+        def body() -> list[str]:
+            from mecharule.attribution.stage import attribute_rules
+            from mecharule.search.problems import behaviour_rules, rule_mask
+
+            cfg = self.config
+            features = read_parquet(self.rundir.file("features.parquet"))
+            disjuncts = behaviour_rules(
+                read_json(self.rundir.file("rules.json")), cfg.rules.max_rules, cfg.rules.min_coverage
+            )
+            rules = [
+                {"id": d["id"], "mask": rule_mask(d, features), "text": d.get("readable", "")}
+                for d in disjuncts
+            ]
+            att = cfg.attribution
+            with self.progress("attribute", None):
+                attribute_rules(
+                    self.handle,
+                    self.task,
+                    self.rundir,
+                    rules=rules,
+                    methods=att.methods,
+                    kind=att.unit_kind,
+                    n_pairs=att.n_pairs,
+                    ig_steps=att.ig_steps,
+                    seed=cfg.seed,
+                    positions=cfg.localize.positions,
+                    n_reference=cfg.localize.n_reference,
+                )
+            return [f"attribution/rule_{r['id']}.safetensors" for r in rules]
+
+        return run_stage(self.rundir, "attribute", self.stage_hash("attribute"), body)
+
     def localize(self) -> bool:
         self.rundir.require("rules.json", stage="rules")
 
@@ -206,6 +241,51 @@ class Pipeline:
 
         return run_stage(self.rundir, "validate", self.stage_hash("validate"), body)
 
+    def anchor(self) -> bool:
+        self.rundir.require("localization/summary.json", stage="localize")
+
+        def body() -> list[str]:
+            from mecharule.anchoring.stage import anchor
+
+            cfg = self.config
+            with self.progress("anchor", None):
+                anchor(
+                    self.handle,
+                    self.task,
+                    self.rundir.path,
+                    cfg.anchor,
+                    cfg.localize,
+                    cfg.rules,
+                    kind=cfg.attribution.unit_kind,
+                    seed=cfg.seed,
+                )
+            return ["flips.parquet", "neuron_rules.json"]
+
+        return run_stage(self.rundir, "anchor", self.stage_hash("anchor"), body)
+
+    def report(self) -> bool:
+        self.rundir.require("behaviour.parquet", stage="measure")
+
+        def body() -> list[str]:
+            from mecharule.report import render_report
+
+            self.write_summary()
+            with self.progress("report", None):
+                render_report(self.rundir.path)
+            return ["report/index.html", "summary.json"]
+
+        # the report reflects whatever stages exist, so its hash covers their hashes
+        done = self.rundir.manifest().get("stages", {})
+        upstream = {k: v.get("config_hash") for k, v in done.items() if k != "report"}
+        return run_stage(self.rundir, "report", config_hash(upstream), body)
+
+    def write_summary(self) -> dict[str, Any]:
+        from mecharule.summary import build_summary
+
+        summary = build_summary(self.rundir)
+        write_json(self.rundir.file("summary.json"), summary)
+        return summary
+
     def behaviour_summary(self) -> dict[str, Any]:
         from mecharule.behaviour.measure import accuracy_summary
 
@@ -222,6 +302,14 @@ def _cumulative(tick: Callable[[int], None]) -> Callable[[int, int], None]:
         seen[0] = done
 
     return callback
+
+
+def default_stages(config: RunConfig) -> list[str]:
+    """The stages ``mecharule run`` executes, in order."""
+    stages = ["measure", "rules", "attribute", "localize"]
+    if config.validate_brute_force:
+        stages.append("validate")
+    return [*stages, "anchor", "report"]
 
 
 def run_stages(pipeline: Pipeline, stages: list[str]) -> dict[str, bool]:

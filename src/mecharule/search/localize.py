@@ -70,7 +70,7 @@ def value_tables(
 def candidate_units(
     run_dir: Path, rule_id: str, handle: ModelHandle, kind: UnitKind, top_m: float, method: str
 ) -> tuple[list[Site], dict[Site, float] | None]:
-    """Attribution-ranked candidates if ``attribute`` ran, else every unit of the kind (no scores)."""
+    """Attribution-ranked top-M candidates if ``attribute`` ran, else every unit of the kind (no scores)."""
     path = run_dir / "attribution" / f"rule_{rule_id}.safetensors"
     if not path.exists():
         units = [
@@ -79,14 +79,12 @@ def candidate_units(
             for i in range(handle.arch.width(kind))
         ]
         return units, None
-    from safetensors.numpy import load_file
+    from safetensors.torch import load_file
+
+    from mecharule.attribution import select_candidates
 
     scores = load_file(str(path))[method]  # [n_layers, width]
-    flat = np.abs(scores).ravel()
-    n = len(flat) if top_m >= len(flat) else (int(top_m) if top_m >= 1 else max(1, round(top_m * len(flat))))
-    order = np.argsort(-flat, kind="stable")[:n]
-    width = scores.shape[1]
-    units = [Site(int(i // width), kind, int(i % width)) for i in sorted(order)]
+    units = sorted(select_candidates(scores, kind, top_m))
     return units, {u: float(scores[u.layer, u.index]) for u in units}
 
 

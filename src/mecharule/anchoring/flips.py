@@ -1,0 +1,76 @@
+"""The flip table: every agonist ablated alone on an evaluation sample, against the baseline
+re-measured on the same decoding path (prompts whose label does not reproduce are dropped)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mecharule.interventions.engine import AblationEngine
+from mecharule.interventions.hooks import SiteKey
+from mecharule.interventions.values import PositionMode, ValueTable
+from mecharule.models.loading import ModelHandle
+from mecharule.models.sites import Site
+from mecharule.tasks.base import Task
+
+FLIP_TARGETS = ("any", "true_to_false", "false_to_true")
+
+
+def agonists_from_summary(summary: Mapping[str, Any], limit: int) -> list[tuple[Site, float]]:
+    """Distinct non-catastrophic agonists over all problems with their best max-effect, strongest first."""
+    best: dict[Site, float] = {}
+    for problem in summary.get("problems", []):
+        for agonist in problem.get("agonists", []):
+            site = Site.parse(agonist["unit"])
+            best[site] = max(best.get(site, 0.0), float(agonist.get("max_upper", 0.0)))
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ranked[:limit]
+
+
+def evaluation_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray:
+    if n_rows <= max_rows:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng([seed, 13]).choice(n_rows, size=max_rows, replace=False))
+
+
+def flip_table(
+    handle: ModelHandle,
+    task: Task,
+    behaviour: pd.DataFrame,
+    rows: np.ndarray,
+    units: Sequence[Site],
+    tables: Mapping[SiteKey, ValueTable],
+    positions: PositionMode,
+    memory_budget_mb: int,
+) -> tuple[pd.DataFrame, int]:
+    """``row, split, baseline`` + one bool column per unit (its label under ablation); dropped count."""
+    engine = AblationEngine(
+        handle,
+        behaviour.iloc[rows],
+        task.score,
+        tables,
+        task.max_new_tokens,
+        positions=positions,
+        stored_labels=behaviour["label"].to_numpy(bool)[rows],
+        memory_budget_mb=memory_budget_mb,
+    )
+    kept = np.delete(rows, engine.dropped)
+    labels = engine.run([[u] for u in units]).labels
+    table = pd.DataFrame(
+        {"row": kept, "split": behaviour["split"].to_numpy()[kept], "baseline": engine.baseline_labels}
+    )
+    for unit, column in zip(units, labels, strict=True):
+        table[str(unit)] = column
+    return table, len(engine.dropped)
+
+
+def flip_target(table: pd.DataFrame, unit: str, target: str) -> np.ndarray:
+    base, ablated = table["baseline"].to_numpy(bool), table[unit].to_numpy(bool)
+    if target == "any":
+        return base != ablated
+    if target == "true_to_false":
+        return base & ~ablated
+    return ~base & ablated

@@ -1,0 +1,54 @@
+"""``summary.json``: the headline numbers of a run, gathered from its artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mecharule.io.rundir import RunDir, read_json, read_parquet
+
+
+def _maybe(rundir: RunDir, name: str) -> dict[str, Any] | None:
+    path = rundir.file(name)
+    return read_json(path) if path.exists() else None
+
+
+def build_summary(rundir: RunDir) -> dict[str, Any]:
+    behaviour = read_parquet(rundir.file("behaviour.parquet"))
+    manifest = rundir.manifest()
+    summary: dict[str, Any] = {
+        "model": manifest.get("model", {}).get("name"),
+        "task": manifest.get("config", {}).get("measure", {}).get("task"),
+        "n_prompts": len(behaviour),
+        "accuracy": round(float(behaviour["label"].mean()), 4),
+    }
+    rules = _maybe(rundir, "rules.json")
+    if rules is not None:
+        summary["n_rules"] = len(rules.get("disjuncts", []))
+        summary["rules_test_mcc"] = rules.get("metrics", {}).get("test", {}).get("mcc")
+        summary["rules_control_test_mcc"] = (
+            ((rules.get("control") or {}).get("metrics") or {}).get("test", {}).get("mcc")
+        )
+    loc = _maybe(rundir, "localization/summary.json")
+    if loc is not None:
+        summary["n_agonists"] = loc["n_agonists"]
+        summary["interventions"] = loc["group_evaluations"]
+    val = _maybe(rundir, "validation.json")
+    if val is not None:
+        summary["recall"] = val["recall"]["recall"]
+        summary["recall_high_effect"] = next(
+            (b["recall"] for b in val["recall"]["by_upper"] if b["low"] >= 0.5), None
+        )
+        summary["cost_ratio"] = val["cost"]["cost_ratio"]
+        summary["wall_time_ratio"] = val["wall_seconds"]["ratio"]
+    anchored = _maybe(rundir, "neuron_rules.json")
+    if anchored is not None:
+        summary["n_anchored"] = anchored["n_agonists"]
+        summary["hq_neurons_test_0.70"] = anchored["hq_counts"]["test"]["0.70"]
+        summary["hq_neurons_fake_target_0.70"] = anchored["controls"]["fake_target"]["hq_counts"]["test"][
+            "0.70"
+        ]
+        summary["hq_neurons_random_units_0.70"] = anchored["controls"]["random_neurons"]["hq_counts"]["test"][
+            "0.70"
+        ]
+    summary["wall_seconds"] = {k: v.get("wall_seconds") for k, v in manifest.get("stages", {}).items()}
+    return summary
