@@ -80,12 +80,12 @@ class AnchorConfig(_Frozen):
 
 class RunConfig(_Frozen):
     seed: int = 0
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    measure: MeasureConfig = Field(default_factory=MeasureConfig)
-    rules: RulesConfig = Field(default_factory=RulesConfig)
-    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
-    localize: LocalizeConfig = Field(default_factory=LocalizeConfig)
-    anchor: AnchorConfig = Field(default_factory=AnchorConfig)
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig())
+    measure: MeasureConfig = Field(default_factory=lambda: MeasureConfig())
+    rules: RulesConfig = Field(default_factory=lambda: RulesConfig())
+    attribution: AttributionConfig = Field(default_factory=lambda: AttributionConfig())
+    localize: LocalizeConfig = Field(default_factory=lambda: LocalizeConfig())
+    anchor: AnchorConfig = Field(default_factory=lambda: AnchorConfig())
     validate_brute_force: bool = False
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 Tick = Callable[[int], None]
 
 
 class ProgressFactory(Protocol):
-    def __call__(self, desc: str, total: int | None) -> contextmanager[Tick]: ...  # type: ignore[valid-type]
+    def __call__(self, desc: str, total: int | None) -> AbstractContextManager[Tick]: ...
 
 
 @contextmanager

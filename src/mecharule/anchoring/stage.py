@@ -63,7 +63,7 @@ def anchor(
     write_parquet(
         run_dir / "flips.parquet", flips.drop(columns=[str(u) for u in controls]), {"dropped": dropped}
     )
-    common = {
+    common: dict[str, Any] = {
         "extractor": rules_cfg.extractor,
         "options": dict(rules_cfg.options) | dict(cfg.rule_options),
         "seed": seed,

@@ -10,7 +10,7 @@ from mecharule.models.loading import ModelHandle
 
 def cache_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer ``(keys, values)`` ``# [batch, heads, pos, head_dim]``."""
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
 
 
 def select_cache(

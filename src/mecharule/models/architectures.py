@@ -100,7 +100,7 @@ def _in_out(module: nn.Module) -> tuple[int, int]:
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
     if hasattr(module, "nx") and hasattr(module, "nf"):  # GPT-2 style Conv1D
-        return int(module.nx), int(module.nf)
+        return int(module.nx), int(module.nf)  # type: ignore[arg-type]
     raise UnsupportedArchitectureError(
         f"down-projection {type(module).__name__} is neither nn.Linear nor a Conv1D; cannot tell its widths"
     )

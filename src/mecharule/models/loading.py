@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from mecharule.errors import ConfigError, ModelLoadError
 from mecharule.models.architectures import ArchitectureInfo, resolve
@@ -23,7 +22,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 class ModelHandle:
     """A loaded model with its tokenizer and resolved architecture facts."""
 
-    model: nn.Module
+    model: Any  # a transformers PreTrainedModel (typed loosely: its attributes are dynamic)
     tokenizer: Any
     arch: ArchitectureInfo
     name: str
@@ -60,7 +59,7 @@ def load_model(name_or_path: str, device: str = "cpu", dtype: str | torch.dtype 
     local = Path(path).exists()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), local_files_only=local)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), local_files_only=local)
     except (OSError, ValueError) as exc:
         hint = (
             "the directory exists but does not hold a causal LM (config.json, weights, tokenizer files)"
@@ -72,13 +71,13 @@ def load_model(name_or_path: str, device: str = "cpu", dtype: str | torch.dtype 
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     model.eval()
     arch = resolve(model, model.config.model_type)
     return ModelHandle(model=model, tokenizer=tokenizer, arch=arch, name=name_or_path, path=path)
 
 
-def handle_from_model(model: nn.Module, tokenizer: Any, name: str = "in-memory") -> ModelHandle:
+def handle_from_model(model: Any, tokenizer: Any, name: str = "in-memory") -> ModelHandle:
     """Wrap an already-built model (e.g. a tiny random model from a config) as a handle."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:

@@ -124,10 +124,9 @@ def prepare(
             cfg.memory_budget_mb,
         )
         units, scores = candidate_units(run_dir, spec.rule_id, handle, kind, top_m, method)
-        search_problems.append(SearchProblem(spec.key, units, scores))
-    return LocalizationSetup(
-        specs, problems, search_problems, EngineOracle(problems), tables, list(disjuncts)
-    )
+        search_problems.append(SearchProblem(spec.key, units, scores))  # type: ignore[arg-type]
+    oracle = EngineOracle(problems)  # type: ignore[arg-type]
+    return LocalizationSetup(specs, problems, search_problems, oracle, tables, list(disjuncts))
 
 
 def run_search(
@@ -228,7 +227,7 @@ def suppression_effects(
     by_id = {d["id"]: d for d in setup.disjuncts}
     effects: dict[str, dict[str, Any]] = {}
     for spec in setup.specs:
-        agonists = [a.unit for a in result.agonists_for(spec.key)]
+        agonists: list[Site] = [a.unit for a in result.agonists_for(spec.key)]  # type: ignore[misc]
         if spec.skipped or not agonists:
             continue
         mask = rule_mask(by_id[spec.rule_id], features)
@@ -245,19 +244,20 @@ def suppression_effects(
                 positions=cfg.positions,
                 memory_budget_mb=cfg.memory_budget_mb,
             )
-            after = engine.run([list(agonists)]).labels[0]  # type: ignore[list-item]
+            after = engine.run([agonists]).labels[0]
             entry[side] = {
                 "n": len(pick),
                 "positive_rate_before": round(float(engine.baseline_labels.mean()), 4),
                 "positive_rate_after": round(float(after.mean()), 4),
             }
-        singles = setup.oracle.flips(spec.key, [[u] for u in agonists])  # type: ignore[list-item]
+        singles = setup.oracle.flips(spec.key, [[u] for u in agonists])
+        flipped_any = np.asarray(singles.any(axis=0), dtype=bool)
         cov = setup.problems[spec.key].is_covered
         entry["union_flip_coverage"] = {
             "note": "share of the problem's eligible prompts flipped by at least one agonist ablated ALONE "
             "(the paper's union metric; not a joint ablation)",
-            "covered": round(float(singles.any(0)[cov].mean()), 4),
-            "unrelated": round(float(singles.any(0)[~cov].mean()), 4),
+            "covered": round(float(flipped_any[cov].mean()), 4),
+            "unrelated": round(float(flipped_any[~cov].mean()), 4),
         }
         effects[spec.key] = entry
     return effects

@@ -65,7 +65,7 @@ def problem_specs(
 ) -> list[ProblemSpec]:
     train = (behaviour["split"] == "train").to_numpy()
     labels = behaviour["label"].to_numpy(bool)
-    specs = []
+    specs: list[ProblemSpec] = []
     for disjunct in disjuncts:
         mask = rule_mask(disjunct, features)
         for regime in regimes:

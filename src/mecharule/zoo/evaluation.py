@@ -58,7 +58,7 @@ def agonist_sweep(
     for kind in UNIT_KINDS:
         keys = [(layer, kind) for layer in range(handle.arch.n_layers)]
         tables = mean_tables(handle, keys, ref_prompts, ref_answers)
-        units = []
+        units: list[dict[str, Any]] = []
         for layer in range(handle.arch.n_layers):
             for index in range(handle.arch.width(kind)):
                 site = Site(layer, kind, index)

@@ -95,8 +95,8 @@ class ArithmeticTask:
         frames = []
         values = np.arange(self.min_operand, self.max_operand + 1)
         for op in self.operators:
-            a, b = np.meshgrid(values, values, indexing="ij")
-            a, b = a.ravel(), b.ravel()
+            grid_a, grid_b = np.meshgrid(values, values, indexing="ij")
+            a, b = grid_a.ravel(), grid_b.ravel()
             if op == "/":
                 keep = b != 0
                 a, b = a[keep], b[keep]

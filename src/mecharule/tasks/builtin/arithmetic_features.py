@@ -116,6 +116,13 @@ def _remainder(table: pd.DataFrame) -> np.ndarray:
 Spec = tuple[str, str, FeatureKind, Callable[[pd.DataFrame], np.ndarray], str]
 
 
+def _operator_indicator(op: str) -> Callable[[pd.DataFrame], np.ndarray]:
+    def indicator(table: pd.DataFrame) -> np.ndarray:
+        return (table["operator"].to_numpy() == op).astype(float)
+
+    return indicator
+
+
 def _operator_specs(operators: str) -> list[Spec]:
     specs: list[Spec] = []
     for op in operators:
@@ -124,7 +131,7 @@ def _operator_specs(operators: str) -> list[Spec]:
                 f"op_is_{OP_NAMES[op]}",
                 f"operator is {op}",
                 "binary",
-                lambda t, op=op: (t["operator"].to_numpy() == op).astype(float),
+                _operator_indicator(op),
                 "",
             )
         )
