@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,14 +52,34 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
         raise ConfigError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}") from None
 
 
+GENERIC_TOKENIZER_CLASSES = {"PreTrainedTokenizerFast", "TokenizersBackend"}
+
+
+def _load_tokenizer(path: str, local: bool) -> Any:
+    """AutoTokenizer, except when a local directory declares the generic fast tokenizer class.
+
+    transformers 5 maps ``model_type`` to a model-specific tokenizer class (a ``qwen2`` directory gets
+    ``Qwen2Tokenizer``, which re-splits text and drops characters) even when ``tokenizer_config.json``
+    declares the generic class; the bundled char-level organisms need their ``tokenizer.json`` as is.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_file = Path(path) / "tokenizer_config.json"
+    if local and config_file.exists():
+        declared = json.loads(config_file.read_text()).get("tokenizer_class")
+        if declared in GENERIC_TOKENIZER_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    return AutoTokenizer.from_pretrained(path, local_files_only=local)
+
+
 def load_model(name_or_path: str, device: str = "cpu", dtype: str | torch.dtype = "float32") -> ModelHandle:
     """Load model + tokenizer; left padding; a pad token; architecture resolved from the table."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
     local = Path(path).exists()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        tokenizer = _load_tokenizer(path, local)
         model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), local_files_only=local)
     except (OSError, ValueError) as exc:
         hint = (
