@@ -56,6 +56,8 @@ class LocalizeConfig(_Frozen):
     n_covered: int = Field(64, ge=1)
     n_unrelated: int = Field(64, ge=1)
     n_reference: int = Field(256, ge=1)
+    sampling: Literal["spectral", "random"] = "spectral"
+    sampling_pool: int = Field(4096, ge=16, description="TRAIN rows embedded and clustered for sampling")
     n_clusters: int = Field(16, ge=1)
     regimes: tuple[Literal["positive", "negative"], ...] = ("positive", "negative")
     predicate: Literal["ucb", "contrastive"] = "ucb"

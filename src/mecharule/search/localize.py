@@ -23,7 +23,7 @@ from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind
 from mecharule.search.group_testing import SearchConfig, SearchProblem, SearchResult, search
 from mecharule.search.oracle import EngineOracle, ProblemSlices, build_problem
-from mecharule.search.problems import ProblemSpec, behaviour_rules, problem_specs
+from mecharule.search.problems import ProblemSpec, behaviour_rules, problem_specs, spectral_pool
 from mecharule.tasks.base import Task
 
 Tick = Callable[[int, int], None]
@@ -104,7 +104,12 @@ def prepare(
     behaviour = read_parquet(run_dir / "behaviour.parquet")
     features = read_parquet(run_dir / "features.parquet")
     disjuncts = behaviour_rules(read_json(run_dir / "rules.json"), max_rules, min_coverage)
-    specs = problem_specs(disjuncts, behaviour, features, cfg.regimes, cfg.n_covered, cfg.n_unrelated, seed)
+    pool, clustering = None, None
+    if cfg.sampling == "spectral":
+        pool, clustering = spectral_pool(handle, behaviour, cfg.sampling_pool, cfg.n_clusters, seed)
+    specs = problem_specs(
+        disjuncts, behaviour, features, cfg.regimes, cfg.n_covered, cfg.n_unrelated, seed, pool, clustering
+    )
     tables = value_tables(handle, behaviour, kind, cfg, seed)
     problems: dict[str, ProblemSlices] = {}
     search_problems = []

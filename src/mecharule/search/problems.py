@@ -3,7 +3,8 @@ prompt slices drawn from TRAIN rows whose baseline label matches the regime.
 
 Covered = the rule fires; unrelated = it does not. Prompts are never moved from one side to the
 other (the reference's balancing contaminated the contrast); a side that is too small is reported
-and the problem skipped.
+and the problem skipped. With ``sampling="spectral"`` both sides are stratified across k-center
+clusters of the last-token hidden states (one medoid per cluster first), else drawn uniformly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mecharule.rules.language import Rule
+from mecharule.sampling.slices import Clustering, covered_unrelated
 
 REGIME_LABEL = {"positive": True, "negative": False}
 MIN_SLICE = 8
@@ -48,12 +50,6 @@ def rule_mask(disjunct: Mapping[str, Any], features: pd.DataFrame) -> np.ndarray
     return np.asarray(Rule.from_dict(disjunct["rule"]).evaluate(features), dtype=bool)
 
 
-def sample_rows(candidates: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    if len(candidates) <= n:
-        return np.sort(candidates)
-    return np.sort(rng.choice(candidates, size=n, replace=False))
-
-
 def problem_specs(
     disjuncts: Sequence[Mapping[str, Any]],
     behaviour: pd.DataFrame,
@@ -62,17 +58,22 @@ def problem_specs(
     n_covered: int,
     n_unrelated: int,
     seed: int,
+    pool: np.ndarray | None = None,
+    clustering: Clustering | None = None,
 ) -> list[ProblemSpec]:
-    train = (behaviour["split"] == "train").to_numpy()
-    labels = behaviour["label"].to_numpy(bool)
+    """Covered/unrelated rows per (rule, regime), drawn from ``pool`` (default: every TRAIN row);
+    stratified across the spectral clusters of the pool when ``clustering`` is given."""
+    if pool is None:
+        pool = np.flatnonzero((behaviour["split"] == "train").to_numpy())
+    labels = behaviour["label"].to_numpy(bool)[pool]
     specs: list[ProblemSpec] = []
     for disjunct in disjuncts:
-        mask = rule_mask(disjunct, features)
+        mask = rule_mask(disjunct, features)[pool]
         for regime in regimes:
-            rng = np.random.default_rng([seed, len(specs)])
-            eligible = train & (labels == REGIME_LABEL[regime])
-            covered = sample_rows(np.flatnonzero(eligible & mask), n_covered, rng)
-            unrelated = sample_rows(np.flatnonzero(eligible & ~mask), n_unrelated, rng)
+            chosen = covered_unrelated(
+                mask, labels, regime, n_covered, n_unrelated, seed + len(specs), clustering
+            )
+            covered, unrelated = np.sort(pool[chosen.covered]), np.sort(pool[chosen.unrelated])
             reason = ""
             if len(covered) < MIN_SLICE or len(unrelated) < MIN_SLICE:
                 reason = (
@@ -82,3 +83,18 @@ def problem_specs(
             key = f"{disjunct['id']}/{regime}"
             specs.append(ProblemSpec(key, disjunct["id"], regime, covered, unrelated, reason))
     return specs
+
+
+def spectral_pool(
+    handle: Any, behaviour: pd.DataFrame, pool_size: int, n_clusters: int, seed: int
+) -> tuple[np.ndarray, Clustering]:
+    """A seeded subset of TRAIN rows and the k-center clusters of their last-token states."""
+    from mecharule.sampling.spectral import kcenter, last_token_states, spectral_embedding
+
+    train = np.flatnonzero((behaviour["split"] == "train").to_numpy())
+    rng = np.random.default_rng([seed, 5])
+    pool = np.sort(rng.choice(train, size=min(pool_size, len(train)), replace=False))
+    states = last_token_states(handle, behaviour["prompt"].iloc[pool].tolist())
+    Z = spectral_embedding(states, dim=min(32, states.shape[1], len(pool)), seed=seed)
+    centers, assignment = kcenter(Z, min(n_clusters, len(pool)), seed)
+    return pool, Clustering(Z, centers, assignment)
