@@ -26,12 +26,22 @@ class ModelConfig(_Frozen):
     dtype: str = "float32"
 
 
+class FeatureProposalConfig(_Frozen):
+    enabled: bool = Field(
+        False, description="ask an OpenAI-compatible LLM for extra features (MECHARULE_LLM_*)"
+    )
+    rounds: int = Field(10, ge=1)
+    n_features: int = Field(16, ge=1)
+    n_examples: int = Field(32, ge=1)
+
+
 class MeasureConfig(_Frozen):
     task: str = "arithmetic"
     task_options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(512, ge=1)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     max_prompts: int | None = Field(None, ge=1, description="random subsample of the task's prompts")
+    propose_features: FeatureProposalConfig = Field(default_factory=FeatureProposalConfig)
 
 
 class RulesConfig(_Frozen):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mecharule import __version__
 from mecharule.config import RunConfig
@@ -122,10 +123,16 @@ class Pipeline:
                     progress=tick,
                 )
             provenance = {"task": task.name, "task_options": task.options(), "model": self.config.model.name}
+            definitions = [f.definition() for f in features]
+            proposal_log: dict[str, Any] = {}
+            if self.config.measure.propose_features.enabled:
+                _, extra_table, proposal_log, extra_defs = self._proposed(prompts, table, features)
+                feature_table = pd.concat([feature_table, extra_table], axis=1)
+                definitions += extra_defs
             write_parquet(self.rundir.file("features.parquet"), feature_table, provenance)
             write_json(
                 self.rundir.file("features.json"),
-                {"features": [f.definition() for f in features], **provenance},
+                {"features": definitions, "proposal": proposal_log, **provenance},
             )
             write_parquet(
                 self.rundir.file("behaviour.parquet"),
@@ -285,6 +292,27 @@ class Pipeline:
         summary = build_summary(self.rundir)
         write_json(self.rundir.file("summary.json"), summary)
         return summary
+
+    def _proposed(
+        self, prompts: Any, table: Any, seed_features: list[Any]
+    ) -> tuple[Any, Any, dict[str, Any], list[Any]]:
+        from mecharule.features.stage import proposal_source, proposed_features
+
+        cfg = self.config.measure.propose_features
+        with self.progress("propose features (LLM + sandbox)", None):
+            extra, extra_table, log = proposed_features(
+                self.task,
+                prompts,
+                table["label"].to_numpy(bool),
+                (table["split"] == "train").to_numpy(),
+                seed_features,
+                cache_dir=self.rundir.file(".llm_cache"),
+                n_rounds=cfg.rounds,
+                n_features=cfg.n_features,
+                n_examples=cfg.n_examples,
+                seed=self.config.seed,
+            )
+        return extra, extra_table, log, [proposal_source(f) for f in extra]
 
     def behaviour_summary(self) -> dict[str, Any]:
         from mecharule.behaviour.measure import accuracy_summary

@@ -1,0 +1,57 @@
+"""The measure stage's LLM-proposed features: proposals come over the OpenAI wire format, run in the
+sandbox, and are filtered on TRAIN rows; a re-run hits the cache and makes no call."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from mecharule.features.stage import proposal_source, proposed_features
+from mecharule.llm.client import ChatClient
+from mecharule.tasks import make_task
+
+PROPOSALS = [
+    {
+        "label": "Is multiplication",
+        "description": "the operator is *",
+        "python_src": (
+            "def my_feature(prompt: str, info: dict):\n    return 1.0 if info['operator'] == '*' else 0.0\n"
+        ),
+    },
+    {
+        "label": "Always one",
+        "description": "constant",
+        "python_src": "def my_feature(prompt: str, info: dict):\n    return 1.0\n",
+    },
+    {
+        "label": "Escape",
+        "description": "hostile",
+        "python_src": "def my_feature(prompt: str, info: dict):\n    return ().__class__.__bases__[0]\n",
+    },
+]
+
+
+def test_proposed_features_are_sandboxed_filtered_and_cached(chat_server, tmp_path):
+    task = make_task("arithmetic", {"max_operand": 19})
+    prompts = task.prompts()
+    labels = (prompts["operator"] != "*").to_numpy()  # the model "fails" on multiplication
+    is_train = np.random.default_rng(0).random(len(prompts)) < 0.8
+    chat_server.default = chat_server.reply(content=json.dumps(PROPOSALS))
+    client = ChatClient(chat_server.url, "test-model", cache_dir=tmp_path / "cache")
+    seed = list(task.seed_features())
+    kwargs = dict(cache_dir=tmp_path, n_rounds=2, n_features=3, n_examples=8, seed=0, client=client)
+    kept, table, log = proposed_features(task, prompts, labels, is_train, seed, **kwargs)
+
+    assert [f.name for f in kept] == log["kept"] and len(kept) == 1
+    assert table.iloc[:, 0].tolist() == (prompts["operator"] == "*").astype(float).tolist()
+    assert log["n_proposed"] == 2  # the dunder escape never passed the AST allow-list
+    assert any(d["filter"] == "constant" for d in log["filtered"])
+    assert "def my_feature" in proposal_source(kept[0])["python_src"]
+    system = chat_server.requests[0]["body"]["messages"][0]
+    assert system["role"] == "system" and len(system["content"]) > 100  # the full system prompt
+
+    calls = chat_server.n_calls
+    client2 = ChatClient(chat_server.url, "test-model", cache_dir=tmp_path / "cache")
+    again, _, _ = proposed_features(task, prompts, labels, is_train, seed, **{**kwargs, "client": client2})
+    assert chat_server.n_calls == calls and [f.name for f in again] == [f.name for f in kept]
