@@ -23,6 +23,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mecharule.errors import DataError
 from mecharule.rules.language import Condition, Rule, RuleSet
 
@@ -179,7 +181,19 @@ def parse_ruleset(text: str) -> RuleSet:
 
 # -- readable text ------------------------------------------------------------------------------
 def _short(value: float) -> str:
+    if abs(value) < 1e-9:  # float32 split boundaries around 0 (e.g. -7e-46) read as 0
+        value = 0.0
     return format(value, ".6g")
+
+
+def _binary_trivial(cond: Condition) -> bool | None:
+    """For a 0/1 feature: True if the condition holds for both values, False if for neither."""
+    holds = [cond.evaluate_values(np.array([v]))[0] for v in (0.0, 1.0)]
+    if all(holds):
+        return True
+    if not any(holds):
+        return False
+    return None
 
 
 def _binary_statement(cond: Condition) -> bool | None:
@@ -246,6 +260,11 @@ def describe_condition(cond: Condition, glossary: GlossaryLike = None) -> str:
     desc, kind = gloss.describe(cond.feature), gloss.kind(cond.feature)
     suffix = " (or n/a)" if cond.missing and gloss.can_be_missing(cond.feature) else ""
     if kind == "binary":
+        trivial = _binary_trivial(cond)
+        if trivial is True:  # only the missingness part of the condition matters
+            return "always" if cond.missing else f"{desc} applies"
+        if trivial is False:
+            return f"{desc} is n/a" if cond.missing else "never"
         statement = _binary_statement(cond)
         if statement is not None:
             return (desc if statement else f"NOT {desc}") + suffix
@@ -258,7 +277,12 @@ def describe_condition(cond: Condition, glossary: GlossaryLike = None) -> str:
 def describe_rule(rule: Rule, glossary: GlossaryLike = None) -> str:
     """Readable text of a rule (``always`` for the empty conjunction)."""
     gloss = Glossary.coerce(glossary)
-    body = " AND ".join(describe_condition(c, gloss) for c in rule.conditions) or "always"
+    parts = [describe_condition(c, gloss) for c in rule.conditions]
+    if len(parts) > 1:
+        parts = [p for p in parts if p != "always"] or ["always"]
+    body = " AND ".join(parts) or "always"
+    if rule.negated and len(parts) == 1 and body.startswith("NOT ") and " AND " not in body:
+        return body[len("NOT ") :]  # NOT (NOT x) reads as x
     return f"NOT ({body})" if rule.negated else body
 
 
