@@ -81,7 +81,7 @@ def run(
     seed: int | None = typer.Option(None),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run every stage (measure → rules → attribute → localize → [validate] → anchor → report)."""
+    """Run every stage: measure, rules, attribute, localize, (validate), anchor, report."""
     import time
 
     from mecharule.pipeline import default_stages
@@ -145,7 +145,7 @@ def report(
     """Write report/index.html (self-contained) and the paper-style tables."""
     _setup_logging(verbose)
     pipe = _existing_pipeline(rundir, None)
-    pipe.report()
+    pipe.report(force=True)
     typer.echo(f"report → {rundir / 'report' / 'index.html'}")
 
 
@@ -153,8 +153,8 @@ def report(
 @user_errors
 def measure(
     out: Path = typer.Option(..., "--out", help="run directory to write"),
-    task: str = typer.Option("arithmetic", help="task name (mecharule list tasks)"),
-    model: str = typer.Option("zoo:arithmetic", help="hub id, local path or zoo:NAME"),
+    task: str | None = typer.Option(None, help="task name (default arithmetic; mecharule list tasks)"),
+    model: str | None = typer.Option(None, help="hub id, local path or zoo:NAME (default: zoo:<task>)"),
     config: Path | None = typer.Option(None, help="YAML/JSON config file"),
     batch_size: int | None = typer.Option(None, help="prompts per forward pass"),
     max_prompts: int | None = typer.Option(None, help="random subsample of the task's prompts"),

@@ -74,6 +74,9 @@ class LocalizeConfig(_Frozen):
     tau: float = Field(0.2, gt=0.0, lt=1.0)
     alpha_slice: float = Field(0.025, gt=0.0, lt=0.5)
     sign_split_first: bool = True
+    order_by_score: bool = Field(True, description="halves ordered by |attribution| (False: seeded shuffle)")
+    contrast_margin: float = Field(0.0, ge=0.0, description="contrastive predicate: required contrast bound")
+    group_across_layers: bool = False
     budget: int | None = Field(None, ge=1)
     memory_budget_mb: int = Field(512, ge=16)
 

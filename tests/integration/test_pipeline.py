@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -178,3 +179,17 @@ def test_organism_training_report_meets_the_bar():
     sweep = report["agonist_sweep"]["by_kind"]
     assert any(k["unit_slices_ge_0.2"] >= 10 and k["unit_slices_ge_0.5"] >= 3 for k in sweep.values())
     assert report["train_seconds"] <= 600
+
+
+@pytest.mark.parametrize("name", ["arithmetic.yaml", "reference-parity.yaml"])
+def test_example_configs_load(name):
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "examples" / name)
+    assert config.measure.task == "arithmetic"
+
+
+def test_measure_options_do_not_override_a_config_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  name: /no/such/dir\n")
+    result = CliRunner().invoke(app, ["measure", "--out", str(tmp_path / "r"), "--config", str(cfg)])
+    assert result.exit_code == 2 and "/no/such/dir" in result.output

@@ -79,7 +79,7 @@ def best_target(
                 "test_mcc": test,
                 "all_mcc": alls,
                 "coverage": coverage,
-                "readable": entry["readable"],
+                "readable": "(rule fitted on permuted labels)" if control else entry["readable"],
             }
     return best
 

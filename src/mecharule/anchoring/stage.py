@@ -45,9 +45,10 @@ def anchor(
 ) -> dict[str, Any]:
     behaviour, features, defs = load_rule_inputs(run_dir)
     glossary = feature_glossary(defs, features)
-    ranked = agonists_from_summary(read_json(run_dir / "localization" / "summary.json"), cfg.max_agonists)
-    agonists = [site for site, _ in ranked]
-    controls = random_control_units(handle, kind, set(agonists), len(agonists) * cfg.n_random_controls, seed)
+    localized = agonists_from_summary(read_json(run_dir / "localization" / "summary.json"), 10**9)
+    agonists = [site for site, _ in localized[: cfg.max_agonists]]
+    every_agonist = {site for site, _ in localized}  # controls avoid agonists of ANY rule or regime
+    controls = random_control_units(handle, kind, every_agonist, len(agonists) * cfg.n_random_controls, seed)
     rows = evaluation_rows(len(behaviour), cfg.max_eval_prompts, seed)
     tables = value_tables(handle, behaviour, kind, localize_cfg, seed)
     flips, dropped = flip_table(

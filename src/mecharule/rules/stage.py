@@ -31,7 +31,7 @@ PLOTS_DIR = "rules_plots"
 def load_rule_inputs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
     """Read behaviour.parquet, features.parquet and features.json; check they agree."""
     run = RunDir(run_dir)
-    run.require("behaviour.parquet", "features.parquet", stage="measure` and `mecharule features")
+    run.require("behaviour.parquet", "features.parquet", stage="measure` and `mecharule measure")
     behaviour = read_parquet(run.file("behaviour.parquet"))
     features = read_parquet(run.file("features.parquet"))
     defs: dict[str, dict[str, Any]] = {}

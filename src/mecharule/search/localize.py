@@ -47,6 +47,9 @@ def search_config(cfg: LocalizeConfig, seed: int) -> SearchConfig:
         tau=cfg.tau,
         alpha_slice=cfg.alpha_slice,
         sign_split_first=cfg.sign_split_first,
+        order_by_score=cfg.order_by_score,
+        contrast_margin=cfg.contrast_margin,
+        group_across_layers=cfg.group_across_layers,
         budget=cfg.budget,
         seed=seed,
     )
