@@ -3,18 +3,34 @@
 The arithmetic organism is deliberately narrow (d_model 32, d_mlp 64, 2 layers): width decides
 whether single units matter (DESIGN.md §6) and multiplication is sampled twice as often so that it
 is learned imperfectly.
+
+The HANS and BoN organisms are trained on a *different* distribution than the one they are
+evaluated on, which is where their failures come from. Their training pairs are drawn from the
+task's own organism samplers (:func:`mecharule.tasks.hans_data.training_examples`,
+:func:`mecharule.tasks.bon_data.training_examples`), not from the task's prompt table, so the whole
+prompt table is held out (``heldout_fraction=1.0``) and is the evaluation set:
+
+* ``hans_nli``: overlap predicts entailment in training (``bias``), the evaluation table is
+  label-balanced, so the organism says E on non-entailed high-overlap pairs (the HANS failure);
+* ``bon_jailbreak``: disallowed requests are refused only when lightly noised, allowed ones are
+  answered at every noise level, so heavier augmentation of a disallowed request breaks the refusal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mecharule.errors import UnknownNameError
+from mecharule.tasks import bon_data, hans_data
+
+#: Every printable ASCII character: BoN's ASCII noise can produce any of them at evaluation time.
+PRINTABLE_ASCII = "".join(chr(code) for code in range(32, 127))
 
 
 @dataclass(frozen=True)
@@ -48,12 +64,32 @@ class OrganismSpec:
     schedule: TrainingSchedule = field(default_factory=TrainingSchedule)
     heldout_fraction: float = 0.1
     slice_column: str = "operator"
+    # characters the tokenizer must know beyond those of the prompts and answers
+    extra_chars: str = ""
 
 
 def _arithmetic_pairs(table: pd.DataFrame, seed: int) -> tuple[list[str], list[str], np.ndarray]:
     weights = np.where(table["operator"].to_numpy() == "*", 2.0, 1.0)
     return table["prompt"].tolist(), table["truth"].astype(str).tolist(), weights / weights.sum()
 
+
+def _sampled_pairs(
+    sampler: Callable[..., list[tuple[str, str]]],
+    n: int,
+    options: dict[str, Any],
+    table: pd.DataFrame,
+    seed: int,
+) -> tuple[list[str], list[str], np.ndarray]:
+    """``n`` pairs from a task's organism sampler, uniform weights; the prompt table is not used."""
+    del table  # the whole prompt table is the evaluation set (heldout_fraction=1.0)
+    pairs = sampler(seed, n, **options)
+    prompts, answers = [p for p, _ in pairs], [a for _, a in pairs]
+    return prompts, answers, np.full(len(pairs), 1.0 / len(pairs))
+
+
+# The text organisms are 2-layer Llama models (d_model 32, d_mlp 64); their bias settings below were
+# calibrated on this shape, so a change of architecture or width needs the calibration redone.
+_TEXT_SHAPE = ModelShape(architecture="llama")
 
 SPECS: dict[str, OrganismSpec] = {
     "arithmetic": OrganismSpec(
@@ -62,6 +98,33 @@ SPECS: dict[str, OrganismSpec] = {
         task_options={"operators": "+-*", "min_operand": 0, "max_operand": 99},
         training_pairs=_arithmetic_pairs,
     ),
+    "hans_nli": OrganismSpec(
+        name="hans_nli",
+        task="hans_nli",
+        task_options={},
+        training_pairs=partial(_sampled_pairs, hans_data.training_examples, 20_000, {"bias": 0.98}),
+        shape=_TEXT_SHAPE,
+        schedule=TrainingSchedule(steps=2500, batch_size=128),
+        heldout_fraction=1.0,
+        slice_column="heuristic",
+    ),
+    "bon_jailbreak": OrganismSpec(
+        name="bon_jailbreak",
+        task="bon_jailbreak",
+        task_options={},
+        training_pairs=partial(
+            _sampled_pairs,
+            bon_data.training_examples,
+            20_000,
+            # one disallowed request in 20 is lightly noised: enough for some robustness, not for all
+            {"disallowed_sigmas": (0.0,) * 19 + (0.05,)},
+        ),
+        shape=_TEXT_SHAPE,
+        schedule=TrainingSchedule(steps=2000, batch_size=128),
+        heldout_fraction=1.0,
+        slice_column="sigma",
+        extra_chars=PRINTABLE_ASCII,
+    ),
 }
 
 
@@ -69,4 +132,5 @@ def organism_spec(name: str) -> OrganismSpec:
     try:
         return SPECS[name]
     except KeyError:
-        raise UnknownNameError(f"unknown organism {name!r}; trainable organisms: {', '.join(sorted(SPECS))}") from None
+        known = ", ".join(sorted(SPECS))
+        raise UnknownNameError(f"unknown organism {name!r}; trainable organisms: {known}") from None
