@@ -1,6 +1,6 @@
 """Organism specifications: which task, which training distribution, which model shape.
 
-The arithmetic organism is deliberately narrow (d_model 32, d_mlp 64, 2 layers): width decides
+The arithmetic organism is deliberately narrow (d_model 32, d_mlp 128, 2 layers): width decides
 whether single units matter (DESIGN.md §6) and multiplication is sampled twice as often so that it
 is learned imperfectly.
 
@@ -97,6 +97,7 @@ SPECS: dict[str, OrganismSpec] = {
         task="arithmetic",
         task_options={"operators": "+-*", "min_operand": 0, "max_operand": 99},
         training_pairs=_arithmetic_pairs,
+        shape=ModelShape(d_model=32, d_mlp=128),
     ),
     "hans_nli": OrganismSpec(
         name="hans_nli",
