@@ -35,19 +35,30 @@ def encode_prompts(handle: ModelHandle, prompts: Sequence[str]) -> tuple[torch.T
     """Left-padded ``input_ids, attention_mask`` ``# [batch, pos]``; errors on empty or unencodable text."""
     if not prompts:
         raise DataError("no prompts to encode; the prompt set is empty")
+    return left_pad(handle, prompts, handle.tokenizer(list(prompts), add_special_tokens=True)["input_ids"])
+
+
+def left_pad(
+    handle: ModelHandle, prompts: Sequence[str], token_ids: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids, attention_mask`` ``# [batch, pos]`` of already tokenized prompts."""
     tok = handle.tokenizer
-    encoded = tok(list(prompts), padding=True, return_tensors="pt", add_special_tokens=True)
-    ids, mask = encoded["input_ids"], encoded["attention_mask"]
     unk = getattr(tok, "unk_token_id", None)
     if unk is not None and unk != tok.pad_token_id:
-        bad = ((ids == unk) & (mask == 1)).any(1).nonzero().flatten().tolist()
+        bad = [i for i, row in enumerate(token_ids) if unk in row]
         if bad:
             raise DataError(
                 f"the tokenizer cannot encode prompt {prompts[bad[0]]!r} (unknown characters); "
                 f"{len(bad)} prompt(s) affected — use characters in the model's vocabulary"
             )
-    if (mask.sum(1) == 0).any():
+    if any(len(row) == 0 for row in token_ids):
         raise DataError("an empty prompt encodes to zero tokens; remove empty prompts")
+    width = max(len(row) for row in token_ids)
+    ids = torch.full((len(token_ids), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for i, row in enumerate(token_ids):
+        ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
     return ids.to(handle.device), mask.to(handle.device)
 
 
@@ -79,6 +90,7 @@ def greedy_generate(
         position_ids=position_ids,
         past_key_values=cache,
         use_cache=True,
+        logits_to_keep=1,  # only the last position's logits are used
     )
     return decode_loop(
         handle, out.logits[:, -1, :], cache, attention_mask, position_ids[:, -1:] + 1, max_new_tokens, state
@@ -128,12 +140,8 @@ def decode_loop(
 def decode_answers(handle: ModelHandle, tokens: torch.Tensor) -> list[str]:
     """Decode generated tokens, cutting at EOS and skipping special tokens."""
     eos = handle.tokenizer.eos_token_id
-    answers = []
-    for row in tokens.tolist():
-        if eos in row:
-            row = row[: row.index(eos)]
-        answers.append(handle.tokenizer.decode(row, skip_special_tokens=True))
-    return answers
+    rows = [row[: row.index(eos)] if eos in row else row for row in tokens.tolist()]
+    return list(handle.tokenizer.batch_decode(rows, skip_special_tokens=True))
 
 
 def generate_answers(
@@ -144,12 +152,14 @@ def generate_answers(
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Greedy answers for every prompt, batched by similar length (order preserved)."""
-    lengths = [len(handle.tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    if not prompts:
+        return []
+    token_ids = handle.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]  # once, unpadded
+    order = sorted(range(len(prompts)), key=lambda i: len(token_ids[i]))
     answers: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        ids, mask = encode_prompts(handle, [prompts[i] for i in chunk])
+        ids, mask = left_pad(handle, [prompts[i] for i in chunk], [token_ids[i] for i in chunk])
         for i, answer in zip(
             chunk, decode_answers(handle, greedy_generate(handle, ids, mask, max_new_tokens)), strict=True
         ):

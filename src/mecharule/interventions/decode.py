@@ -39,6 +39,7 @@ def decode_from_prefix(
                 position_ids=pos[:, cut:],
                 past_key_values=cache,
                 use_cache=True,
+                logits_to_keep=1,
             )
             engine.stats.forwards += 1
             last = out.logits[:, -1, :]

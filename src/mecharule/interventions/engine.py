@@ -9,8 +9,10 @@ unit mask):
   * one teacher-forced forward over the suffix (first ablated position + the baseline answer)
     *screens* rows: greedy output is unchanged iff the argmax agrees with the baseline token at every
     answer position (rows whose top-2 margin is below ``tie_margin`` somewhere count as diverging);
-  * only diverging rows are generated (with the same prefix cache and per-row masks) to get their new
-    answer and label.
+  * the diverging rows of all batches are then generated together (batches of the same row budget,
+    the same prefix cache, per-row masks) to get their new answer and label.
+The suffix holds the answer positions some prompt actually uses (not always ``max_new_tokens``), and
+the ablation hooks touch only the ablated (row, unit) columns.
 Cost: one suffix forward per group batch + generation of the (few) diverging rows, instead of a full
 generation per group. The slow reference path is :mod:`mecharule.interventions.slow_path`.
 """
@@ -116,9 +118,9 @@ class AblationEngine:
         )
         self.n_answer = n_ans
         self.answer_tokens = tokens
+        self.n_steps = int(n_ans.max())  # answer positions any prompt has
         suffix_prompt = ids[:, cut:]
-        mask[:, cut:]
-        answer_in = tokens[:, :-1]  # the last generated token is never an input
+        answer_in = tokens[:, : self.n_steps - 1]  # the last generated token is never an input
         answer_mask = (
             torch.arange(answer_in.shape[1], device=ids.device)[None, :] < (n_ans[:, None] - 1)
         ).long()
@@ -145,6 +147,7 @@ class AblationEngine:
                 attention_mask=mask[:, :cut],
                 position_ids=pos[:, :cut],
                 use_cache=True,
+                logits_to_keep=1,
             )
             self.prefix = cache_tensors(out.past_key_values)
             if cut == width:
@@ -172,16 +175,22 @@ class AblationEngine:
             return outcome
         max_rows = max(1, int(self.budget_bytes // max(1, self._row_bytes)))
         device = self.handle.device
+        diverging: list[tuple[torch.Tensor, torch.Tensor]] = []  # (group, prompt) of rows to generate
         if n_p <= max_rows:
             step = max(1, max_rows // n_p)
             everything = torch.arange(n_p, device=device)
             for start in range(0, len(groups), step):
-                self._run_batch(groups[start : start + step], start, outcome, everything)
+                diverging.append(self._screen_batch(groups[start : start + step], start, everything))
         else:  # one group at a time, prompts in chunks
             for g in range(len(groups)):
                 for start in range(0, n_p, max_rows):
                     chunk = torch.arange(start, min(n_p, start + max_rows), device=device)
-                    self._run_batch(groups[g : g + 1], g, outcome, chunk)
+                    diverging.append(self._screen_batch(groups[g : g + 1], g, chunk))
+        group_idx = torch.cat([d[0] for d in diverging])
+        prompt_idx = torch.cat([d[1] for d in diverging])
+        for start in range(0, len(group_idx), max_rows):  # generation batches span screening batches
+            rows = slice(start, start + max_rows)
+            self._generate_batch(groups, group_idx[rows], prompt_idx[rows], outcome)
         self.stats.group_evaluations += len(groups)
         return outcome
 
@@ -200,27 +209,35 @@ class AblationEngine:
         return masks
 
     @torch.inference_mode()
-    def _run_batch(
-        self, groups: Sequence[Sequence[Site]], offset: int, outcome: GroupOutcome, prompts: torch.Tensor
-    ) -> None:
+    def _screen_batch(
+        self, groups: Sequence[Sequence[Site]], offset: int, prompts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Screen every (group, prompt) row; return ``(group index, prompt index)`` of diverging rows."""
         n_p, n_g = len(prompts), len(groups)
         prompt_of_row = prompts.repeat(n_g)  # row = g * n_p + i  ->  prompt prompts[i]
-        group_masks = self._row_masks(groups)
-        row_masks = {k: m.repeat_interleave(n_p, dim=0) for k, m in group_masks.items()}
-        diverging = self._screen(prompt_of_row, row_masks)
-        rows = torch.nonzero(diverging).flatten()
-        if len(rows) == 0:
+        row_masks = {k: m.repeat_interleave(n_p, dim=0) for k, m in self._row_masks(groups).items()}
+        rows = torch.nonzero(self._screen(prompt_of_row, row_masks)).flatten()
+        return rows // n_p + offset, prompt_of_row.index_select(0, rows)
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self,
+        groups: Sequence[Sequence[Site]],
+        group_idx: torch.Tensor,
+        prompt_idx: torch.Tensor,
+        outcome: GroupOutcome,
+    ) -> None:
+        """Generate the given (group, prompt) rows, each with its own group ablated; record labels."""
+        if len(group_idx) == 0:
             return
-        sub_masks = {k: m.index_select(0, rows) for k, m in row_masks.items()}
-        answers = self._generate_rows(prompt_of_row.index_select(0, rows), sub_masks)
-        prompt_idx = prompt_of_row[rows].cpu().numpy()
-        group_idx = (rows // n_p).cpu().numpy()
-        table = self.prompts.iloc[prompt_idx].reset_index(drop=True)
+        gs, ps = group_idx.cpu().numpy(), prompt_idx.cpu().numpy()
+        answers = self._generate_rows(prompt_idx, self._row_masks([groups[g] for g in gs]))
+        table = self.prompts.iloc[ps].reset_index(drop=True)
         new_labels = np.asarray(self.scorer(table, answers), dtype=bool)
-        for g, p, answer, label in zip(group_idx, prompt_idx, answers, new_labels, strict=True):
+        for g, p, answer, label in zip(gs, ps, answers, new_labels, strict=True):
             if answer != self.baseline_answers[p]:
-                outcome.changed_answers[(offset + int(g), int(p))] = answer
-            outcome.labels[offset + int(g), int(p)] = label
+                outcome.changed_answers[(int(g), int(p))] = answer
+            outcome.labels[int(g), int(p)] = label
 
     def _screen(self, prompt_of_row: torch.Tensor, row_masks: dict[SiteKey, torch.Tensor]) -> torch.Tensor:
         """Teacher-forced check: True where greedy output may differ from the baseline."""
@@ -232,7 +249,7 @@ class AblationEngine:
         n_ans = self.n_answer.index_select(0, prompt_of_row)
         targets = self.answer_tokens.index_select(0, prompt_of_row)
         diverging = torch.zeros(len(prompt_of_row), dtype=torch.bool, device=logits.device)
-        for t in range(self.answer_tokens.shape[1]):
+        for t in range(self.n_steps):
             col = start + t
             if col < 0:
                 continue  # predicted from the cached (unablated) prefix: unchanged

@@ -27,22 +27,44 @@ def group_masks(handle: ModelHandle, group: Sequence[Site]) -> dict[SiteKey, tor
     return masks
 
 
+def _offsets(table: ValueTable, rel: torch.Tensor) -> torch.Tensor:
+    """Row of ``table.values`` for each relative position (same clamping as ``ValueTable.lookup``)."""
+    return (rel - table.min_offset).clamp(0, table.values.shape[0] - 1)
+
+
 def ablation_patch(
     state: DecodeState, table: ValueTable, unit_mask: torch.Tensor, positions: PositionMode
 ) -> Patch:
     """Replace masked units at gated positions with the aligned table values.
 
     ``unit_mask`` is ``# [width]`` (same group for every row) or ``# [batch, width]`` (one group per row).
+    Only the masked (row, unit) columns are read and written — a group holds a few units of a wide
+    site — in place, unless autograd tracks the activation.
     """
+    if unit_mask.dim() == 1:
+        units = unit_mask.nonzero().flatten()  # [n_units]
+        unit_values = table.values.index_select(1, units)  # [n_offsets, n_units]
 
-    def fn(x: torch.Tensor) -> torch.Tensor:  # [batch, pos, width]
-        rel = state.rel_positions
-        gate = position_gate(rel, positions)  # [batch, pos]
-        mask = unit_mask[None, None, :] if unit_mask.dim() == 1 else unit_mask[:, None, :]
-        full = gate[:, :, None] & mask  # [batch, pos, width]
-        return torch.where(full, table.lookup(rel).to(x.dtype), x)
+        def shared(x: torch.Tensor) -> torch.Tensor:  # [batch, pos, width]
+            rel = state.rel_positions
+            gate = position_gate(rel, positions)[:, :, None]  # [batch, pos, 1]
+            new = unit_values[_offsets(table, rel)].to(x.dtype)  # [batch, pos, n_units]
+            out = x.clone() if x.requires_grad else x
+            out[:, :, units] = torch.where(gate, new, x[:, :, units])
+            return out
 
-    return fn
+        return shared
+    rows, cols = unit_mask.nonzero(as_tuple=True)  # [n_pairs]: row rows[i] ablates unit cols[i]
+
+    def per_row(x: torch.Tensor) -> torch.Tensor:  # [batch, pos, width]
+        rel = state.rel_positions.index_select(0, rows)  # [n_pairs, pos]
+        gate = position_gate(rel, positions)
+        new = table.values[_offsets(table, rel), cols[:, None]].to(x.dtype)  # [n_pairs, pos]
+        out = x.clone() if x.requires_grad else x
+        out[rows, :, cols] = torch.where(gate, new, x[rows, :, cols])
+        return out
+
+    return per_row
 
 
 def ablated_answers(
