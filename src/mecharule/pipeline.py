@@ -199,39 +199,23 @@ class Pipeline:
         return run_stage(self.rundir, "attribute", self.stage_hash("attribute"), body)
 
     def localize(self) -> bool:
+        return self._search_stage("localize", "localization/summary.json", "localize (group evaluations)")
+
+    def validate(self) -> bool:
+        return self._search_stage("validate", "validation.json", "validate (CHA + brute force)")
+
+    def _search_stage(self, stage: str, output: str, label: str) -> bool:
+        """localize (CHA) and validate (CHA beside brute force) take the same inputs."""
         self.rundir.require("rules.json", stage="rules")
 
         def body() -> list[str]:
             from mecharule.search.localize import localize
-
-            cfg, att = self.config, self.config.attribution
-            with self.progress("localize (group evaluations)", None) as tick:
-                localize(
-                    self.handle,
-                    self.task,
-                    self.rundir.path,
-                    cfg.localize,
-                    kind=att.unit_kind,
-                    top_m=att.top_m,
-                    method=att.methods[0],
-                    max_rules=cfg.rules.max_rules,
-                    min_coverage=cfg.rules.min_coverage,
-                    seed=cfg.seed,
-                    tick=_cumulative(tick),
-                )
-            return ["localization/summary.json"]
-
-        return run_stage(self.rundir, "localize", self.stage_hash("localize"), body)
-
-    def validate(self) -> bool:
-        self.rundir.require("rules.json", stage="rules")
-
-        def body() -> list[str]:
             from mecharule.search.validate import validate
 
             cfg, att = self.config, self.config.attribution
-            with self.progress("validate (CHA + brute force)", None) as tick:
-                validate(
+            function = localize if stage == "localize" else validate
+            with self.progress(label, None) as tick:
+                function(
                     self.handle,
                     self.task,
                     self.rundir.path,
@@ -244,9 +228,9 @@ class Pipeline:
                     seed=cfg.seed,
                     tick=_cumulative(tick),
                 )
-            return ["validation.json"]
+            return [output]
 
-        return run_stage(self.rundir, "validate", self.stage_hash("validate"), body)
+        return run_stage(self.rundir, stage, self.stage_hash(stage), body)
 
     def anchor(self) -> bool:
         self.rundir.require("localization/summary.json", stage="localize")
