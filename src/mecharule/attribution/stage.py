@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from mecharule.attribution import ATTRIBUTORS, AttributionRequest, select_candidates
 from mecharule.errors import ConfigError, DataError
 from mecharule.interventions.hooks import SiteKey
-from mecharule.interventions.values import PositionMode, ValueTable, mean_tables
+from mecharule.interventions.values import PositionMode, ValueTable, reference_tables
 from mecharule.io.rundir import SCHEMA_VERSION, RunDir, atomic_path, read_parquet, write_json
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import UnitKind, check_unit_kind
@@ -254,14 +254,8 @@ def _eligible_pool(
 def _reference_tables(
     handle: ModelHandle, behaviour: pd.DataFrame, kind: UnitKind, n_reference: int, seed: int
 ) -> dict[SiteKey, ValueTable]:
-    """Mean tables over random TRAIN rows, drawn exactly as :func:`mecharule.search.localize.value_tables`."""
-    keys: list[SiteKey] = [(layer, kind) for layer in range(handle.arch.n_layers)]
-    train = np.flatnonzero((behaviour["split"] == "train").to_numpy())
-    rng = np.random.default_rng([seed, 7])
-    ref = rng.choice(train, size=min(n_reference, len(train)), replace=False)
-    return mean_tables(
-        handle, keys, behaviour["prompt"].iloc[ref].tolist(), behaviour["answer"].iloc[ref].tolist()
-    )
+    """Mean tables over the shared reference draw (the same values localization ablates to)."""
+    return reference_tables(handle, behaviour, kind, "mean", n_reference, seed)
 
 
 def _rule_mask(rule: Mapping[str, Any], behaviour: pd.DataFrame) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
 from mecharule.behaviour.generation import PAD_REL, relative_positions
@@ -141,6 +142,32 @@ def resample_tables(
     return mean_tables(handle, keys, [prompts[pick]], [answers[pick]])
 
 
+def reference_tables(
+    handle: ModelHandle,
+    behaviour: pd.DataFrame,
+    kind: str,
+    ablation: AblationKind,
+    n_reference: int,
+    seed: int,
+) -> dict[SiteKey, ValueTable]:
+    """Ablation values for every layer of one unit kind, from a run's behaviour table.
+
+    The reference prompts are ``n_reference`` TRAIN rows drawn with ``default_rng([seed, 7])`` and
+    their stored greedy answers; every stage (attribution, localization, anchoring) uses this draw,
+    so they all ablate towards the same values.
+    """
+    keys: list[SiteKey] = [(layer, kind) for layer in range(handle.arch.n_layers)]  # type: ignore[misc]
+    if ablation == "zero":
+        return zero_tables(handle, keys)
+    train = np.flatnonzero((behaviour["split"] == "train").to_numpy())
+    rng = np.random.default_rng([seed, 7])
+    ref = rng.choice(train, size=min(n_reference, len(train)), replace=False)
+    prompts, answers = behaviour["prompt"].iloc[ref].tolist(), behaviour["answer"].iloc[ref].tolist()
+    if ablation == "resample":
+        return resample_tables(handle, keys, prompts, answers, seed)
+    return mean_tables(handle, keys, prompts, answers)
+
+
 def _param_dtype(handle: ModelHandle) -> torch.dtype:
     return next(handle.model.parameters()).dtype
 
@@ -151,6 +178,7 @@ __all__ = [
     "ValueTable",
     "mean_tables",
     "position_gate",
+    "reference_tables",
     "relative_positions",
     "resample_tables",
     "teacher_forced_batch",

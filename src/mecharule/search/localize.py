@@ -17,7 +17,7 @@ import pandas as pd
 
 from mecharule.config import LocalizeConfig
 from mecharule.interventions.hooks import SiteKey
-from mecharule.interventions.values import ValueTable, mean_tables, resample_tables, zero_tables
+from mecharule.interventions.values import ValueTable, reference_tables
 from mecharule.io.rundir import atomic_path, read_json, read_parquet, write_json
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind
@@ -58,16 +58,7 @@ def search_config(cfg: LocalizeConfig, seed: int) -> SearchConfig:
 def value_tables(
     handle: ModelHandle, behaviour: pd.DataFrame, kind: UnitKind, cfg: LocalizeConfig, seed: int
 ) -> Mapping[SiteKey, ValueTable]:
-    keys: list[SiteKey] = [(layer, kind) for layer in range(handle.arch.n_layers)]
-    if cfg.ablation == "zero":
-        return zero_tables(handle, keys)
-    train = np.flatnonzero((behaviour["split"] == "train").to_numpy())
-    rng = np.random.default_rng([seed, 7])
-    ref = rng.choice(train, size=min(cfg.n_reference, len(train)), replace=False)
-    prompts, answers = behaviour["prompt"].iloc[ref].tolist(), behaviour["answer"].iloc[ref].tolist()
-    if cfg.ablation == "resample":
-        return resample_tables(handle, keys, prompts, answers, seed)
-    return mean_tables(handle, keys, prompts, answers)
+    return reference_tables(handle, behaviour, kind, cfg.ablation, cfg.n_reference, seed)
 
 
 def candidate_units(
