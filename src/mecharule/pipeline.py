@@ -209,25 +209,35 @@ class Pipeline:
         self.rundir.require("rules.json", stage="rules")
 
         def body() -> list[str]:
-            from mecharule.search.localize import localize
+            from mecharule.search.localize import localize, prepare
             from mecharule.search.validate import validate
 
             cfg, att = self.config, self.config.attribution
-            function = localize if stage == "localize" else validate
+            setup = prepare(
+                self.handle,
+                self.task,
+                self.rundir.path,
+                cfg.localize,
+                kind=att.unit_kind,
+                top_m=att.top_m,
+                method=att.methods[0],
+                max_rules=cfg.rules.max_rules,
+                min_coverage=cfg.rules.min_coverage,
+                seed=cfg.seed,
+            )
             with self.progress(label, None) as tick:
-                function(
-                    self.handle,
-                    self.task,
-                    self.rundir.path,
-                    cfg.localize,
-                    kind=att.unit_kind,
-                    top_m=att.top_m,
-                    method=att.methods[0],
-                    max_rules=cfg.rules.max_rules,
-                    min_coverage=cfg.rules.min_coverage,
-                    seed=cfg.seed,
-                    tick=_cumulative(tick),
-                )
+                if stage == "localize":
+                    localize(
+                        self.handle,
+                        self.task,
+                        self.rundir.path,
+                        cfg.localize,
+                        setup,
+                        seed=cfg.seed,
+                        tick=_cumulative(tick),
+                    )
+                else:
+                    validate(self.rundir.path, cfg.localize, setup, seed=cfg.seed, tick=_cumulative(tick))
             return [output]
 
         return run_stage(self.rundir, stage, self.stage_hash(stage), body)

@@ -267,27 +267,12 @@ def localize(
     task: Task,
     run_dir: Path,
     cfg: LocalizeConfig,
+    setup: LocalizationSetup,
     *,
-    kind: UnitKind,
-    top_m: float,
-    method: str,
-    max_rules: int,
-    min_coverage: float,
     seed: int,
     tick: Tick | None = None,
 ) -> dict[str, Any]:
-    setup = prepare(
-        handle,
-        task,
-        run_dir,
-        cfg,
-        kind=kind,
-        top_m=top_m,
-        method=method,
-        max_rules=max_rules,
-        min_coverage=min_coverage,
-        seed=seed,
-    )
+    """CHA over the prepared problems, joint suppression, and the ``localization/`` files."""
     result, wall = run_search(setup, cfg, seed, tick)
     suppression = suppression_effects(handle, task, run_dir, setup, result, cfg, seed)
     return write_localization(run_dir, setup, result, wall, suppression)

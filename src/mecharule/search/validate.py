@@ -10,11 +10,8 @@ from typing import Any
 
 from mecharule.config import LocalizeConfig
 from mecharule.io.rundir import write_json
-from mecharule.models.loading import ModelHandle
-from mecharule.models.sites import UnitKind
 from mecharule.search.group_testing import bound, brute_force, recall_by_effect_bin
-from mecharule.search.localize import Tick, prepare, run_search, search_config
-from mecharule.tasks.base import Task
+from mecharule.search.localize import LocalizationSetup, Tick, run_search, search_config
 
 
 def _forwards(setup: Any) -> int:
@@ -22,31 +19,14 @@ def _forwards(setup: Any) -> int:
 
 
 def validate(
-    handle: ModelHandle,
-    task: Task,
     run_dir: Path,
     cfg: LocalizeConfig,
+    setup: LocalizationSetup,
     *,
-    kind: UnitKind,
-    top_m: float,
-    method: str,
-    max_rules: int,
-    min_coverage: float,
     seed: int,
     tick: Tick | None = None,
 ) -> dict[str, Any]:
-    setup = prepare(
-        handle,
-        task,
-        run_dir,
-        cfg,
-        kind=kind,
-        top_m=top_m,
-        method=method,
-        max_rules=max_rules,
-        min_coverage=min_coverage,
-        seed=seed,
-    )
+    """CHA and brute force over the same prepared problems, timed side by side → ``validation.json``."""
     before = _forwards(setup)
     cha, cha_wall = run_search(setup, cfg, seed, tick)
     cha_forwards = _forwards(setup) - before
