@@ -101,9 +101,13 @@ class Pipeline:
         def body() -> list[str]:
             from mecharule.behaviour.measure import measure_behaviour
             from mecharule.features.base import compute_feature_table
+            from mecharule.tasks.formats import draw_shots, format_task_prompts
 
             task = self.task
             prompts = task.prompts()
+            shots = prompts.iloc[:0]
+            if getattr(task, "prompt_format", "raw") == "fewshot":
+                shots, prompts = draw_shots(prompts, int(task.n_shots), self.config.seed)  # type: ignore[attr-defined]
             max_prompts = self.config.measure.max_prompts
             if max_prompts is not None and max_prompts < len(prompts):
                 rng = np.random.default_rng(self.config.seed)
@@ -111,6 +115,7 @@ class Pipeline:
                 prompts = prompts.iloc[keep].reset_index(drop=True)
             features = list(task.seed_features())
             feature_table = compute_feature_table(features, prompts)
+            prompts = format_task_prompts(task, prompts, self.handle.tokenizer, shots)
             with self.progress("measure", len(prompts)) as tick:
                 table = measure_behaviour(
                     self.handle,
@@ -122,7 +127,12 @@ class Pipeline:
                     partial_dir=self.rundir.file(f".partial/measure-{stage_hash}"),
                     progress=tick,
                 )
-            provenance = {"task": task.name, "task_options": task.options(), "model": self.config.model.name}
+            provenance = {
+                "task": task.name,
+                "task_options": task.options(),
+                "model": self.config.model.name,
+                "shots": shots["prompt"].astype(str).tolist(),
+            }
             definitions = [f.definition() for f in features]
             proposal_log: dict[str, Any] = {}
             if self.config.measure.propose_features.enabled:

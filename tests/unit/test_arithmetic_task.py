@@ -33,7 +33,7 @@ def test_prompts_cover_range_without_duplicates():
 
 
 def test_scoring_is_exact_integer_match():
-    task = make_task("arithmetic", {"operators": "+-*/", "max_operand": 20})
+    task = make_task("arithmetic", {"operators": "+-*/", "max_operand": 20, "answer_rule": "exact"})
     table = pd.DataFrame(
         {"operator": ["+", "-", "*", "/", "/", "+"], "a": [2, 3, 4, 7, 9, 1], "b": [3, 10, 5, 2, 3, 1]}
     )

@@ -14,7 +14,7 @@ from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site
-from mecharule.tasks.base import Task
+from mecharule.tasks.base import Task, stop_strings_of
 
 FLIP_TARGETS = ("any", "true_to_false", "false_to_true")
 
@@ -56,6 +56,7 @@ def flip_table(
         positions=positions,
         stored_labels=behaviour["label"].to_numpy(bool)[rows],
         memory_budget_mb=memory_budget_mb,
+        stop_strings=stop_strings_of(task),
     )
     kept = np.delete(rows, engine.dropped)
     labels = engine.run([[u] for u in units]).labels

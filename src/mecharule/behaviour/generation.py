@@ -1,18 +1,26 @@
-"""Batched greedy generation: left padding, KV cache, stop at EOS or max tokens.
+"""Batched greedy generation: left padding, KV cache, stop at EOS, a stop string or max tokens.
 
 The decoding loop is written out (rather than ``model.generate``) so the intervention engine can
 share it: hooks see ``positions`` (absolute position of every row's token, -1 on padding) through
 :class:`DecodeState`, which is how position-aligned ablation values are looked up.
+
+Stop strings (a task's ``stop_strings``, e.g. a newline) are applied at the token level so that
+every path (``measure``, the slow path, the engine's screen and its generation) stops at the same
+token: a row finishes at EOS or at the first token whose own text contains a stop string
+(:func:`stop_token_ids`); the decoded answer is then cut before the stop string.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 
+from mecharule.behaviour.prefill import common_prefix_length, prefill
 from mecharule.errors import DataError
 from mecharule.models.loading import ModelHandle
 
@@ -29,6 +37,37 @@ class DecodeState:
 
 
 PAD_REL = -(10**6)
+
+
+def stop_token_ids(handle: ModelHandle, stop_strings: Sequence[str] = ()) -> torch.Tensor:
+    """``# [n_stop]`` ids that end an answer: the EOS ids (tokenizer and generation config) plus every
+    token whose text holds a stop string."""
+    ids = set(eos_ids(handle)) | set(_string_stop_ids(handle.tokenizer, tuple(stop_strings)))
+    return torch.as_tensor(sorted(ids), dtype=torch.long, device=handle.device)
+
+
+def eos_ids(handle: ModelHandle) -> tuple[int, ...]:
+    """The tokenizer's EOS id and any end-of-turn ids the model's generation config declares."""
+    found = [handle.tokenizer.eos_token_id]
+    declared = getattr(getattr(handle.model, "generation_config", None), "eos_token_id", None)
+    found += declared if isinstance(declared, list) else [declared]
+    return tuple(sorted({int(i) for i in found if i is not None}))
+
+
+@lru_cache(maxsize=16)
+def _string_stop_ids(tokenizer: Any, stop_strings: tuple[str, ...]) -> tuple[int, ...]:
+    if not stop_strings:
+        return ()
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=False)
+    return tuple(i for i, text in enumerate(texts) if any(s in text for s in stop_strings))
+
+
+def answer_lengths(tokens: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
+    """``# [batch]`` generated tokens per row up to and including the first stop token."""
+    is_stop = torch.isin(tokens, stop_ids)
+    has_stop = is_stop.any(1)
+    first = is_stop.float().argmax(1) + 1
+    return torch.where(has_stop, first, torch.full_like(first, tokens.shape[1]))
 
 
 def encode_prompts(handle: ModelHandle, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,21 +92,24 @@ def left_pad(
             )
     if any(len(row) == 0 for row in token_ids):
         raise DataError("an empty prompt encodes to zero tokens; remove empty prompts")
-    width = max(len(row) for row in token_ids)
-    ids = torch.full((len(token_ids), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for i, row in enumerate(token_ids):
-        ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
+    rows = [list(row) for row in token_ids]
+    shared = common_prefix_length(rows)
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    if shared:  # [shared][pads][own tokens]: see mecharule.behaviour.prefill
+        ids[:, :shared] = torch.as_tensor(rows[0][:shared], dtype=torch.long)
+        mask[:, :shared] = 1
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) + shared :] = torch.as_tensor(row[shared:], dtype=torch.long)
+        mask[i, width - len(row) + shared :] = 1
     return ids.to(handle.device), mask.to(handle.device)
 
 
 def relative_positions(mask: torch.Tensor) -> torch.Tensor:
-    """``# [batch, pos]`` offsets from the answer start for a left-padded prompt block."""
-    lengths = mask.sum(1, keepdim=True)
-    cols = torch.arange(mask.shape[1], device=mask.device)[None, :]
-    start = mask.shape[1] - lengths  # first real column
-    rel = cols - start - lengths  # last real column → -1
+    """``# [batch, pos]`` offsets from the answer start (last prompt token -1) of a prompt block whose
+    padding may sit anywhere before the last column; padding holds ``PAD_REL``."""
+    rel = mask.cumsum(1) - mask.sum(1, keepdim=True) - 1
     return torch.where(mask.bool(), rel, torch.full_like(rel, PAD_REL))
 
 
@@ -78,22 +120,21 @@ def greedy_generate(
     attention_mask: torch.Tensor,
     max_new_tokens: int,
     state: DecodeState | None = None,
+    stop_strings: Sequence[str] = (),
 ) -> torch.Tensor:
-    """Greedy tokens ``# [batch, max_new_tokens]``; positions after EOS hold the pad id."""
+    """Greedy tokens ``# [batch, max_new_tokens]``; positions after a stop token hold the pad id."""
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
-    if state is not None:
-        state.rel_positions = relative_positions(attention_mask)
-    cache = DynamicCache(config=handle.model.config)
-    out = handle.model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,  # only the last position's logits are used
-    )
+    rel = relative_positions(attention_mask) if state is not None else None
+    cache, last_logits = prefill(handle, input_ids, attention_mask, position_ids, rel, state)
     return decode_loop(
-        handle, out.logits[:, -1, :], cache, attention_mask, position_ids[:, -1:] + 1, max_new_tokens, state
+        handle,
+        last_logits,
+        cache,
+        attention_mask,
+        position_ids[:, -1:] + 1,
+        max_new_tokens,
+        state,
+        stop_strings,
     )
 
 
@@ -106,10 +147,11 @@ def decode_loop(
     next_pos: torch.Tensor,
     max_new_tokens: int,
     state: DecodeState | None = None,
+    stop_strings: Sequence[str] = (),
 ) -> torch.Tensor:
     """Continue greedy decoding from the logits of the last prompt position (shared by every path)."""
-    tok = handle.tokenizer
-    eos, pad = tok.eos_token_id, tok.pad_token_id
+    pad = handle.tokenizer.pad_token_id
+    stop_ids = stop_token_ids(handle, stop_strings)
     batch = last_logits.shape[0]
     device = last_logits.device
     tokens = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
@@ -119,7 +161,7 @@ def decode_loop(
         nxt = logits.argmax(-1)
         nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
         tokens[:, step] = nxt
-        finished |= nxt == eos
+        finished |= torch.isin(nxt, stop_ids)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
@@ -137,11 +179,21 @@ def decode_loop(
     return tokens
 
 
-def decode_answers(handle: ModelHandle, tokens: torch.Tensor) -> list[str]:
-    """Decode generated tokens, cutting at EOS and skipping special tokens."""
-    eos = handle.tokenizer.eos_token_id
-    rows = [row[: row.index(eos)] if eos in row else row for row in tokens.tolist()]
-    return list(handle.tokenizer.batch_decode(rows, skip_special_tokens=True))
+def decode_answers(handle: ModelHandle, tokens: torch.Tensor, stop_strings: Sequence[str] = ()) -> list[str]:
+    """Decode generated tokens up to the first stop token, skipping special tokens and cutting the
+    text before the first stop string."""
+    lengths = answer_lengths(tokens, stop_token_ids(handle, stop_strings)).tolist()
+    eos = set(eos_ids(handle))
+    rows = [row[:n] for row, n in zip(tokens.tolist(), lengths, strict=True)]
+    rows = [row[:-1] if row and row[-1] in eos else row for row in rows]
+    texts = handle.tokenizer.batch_decode(rows, skip_special_tokens=True)
+    return [cut_at_stop(text, stop_strings) for text in texts]
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """``text`` before the earliest occurrence of any stop string."""
+    cut = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=len(text))
+    return text[:cut]
 
 
 def generate_answers(
@@ -150,6 +202,7 @@ def generate_answers(
     max_new_tokens: int,
     batch_size: int = 512,
     progress: Callable[[int], None] | None = None,
+    stop_strings: Sequence[str] = (),
 ) -> list[str]:
     """Greedy answers for every prompt, batched by similar length (order preserved)."""
     if not prompts:
@@ -160,9 +213,8 @@ def generate_answers(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         ids, mask = left_pad(handle, [prompts[i] for i in chunk], [token_ids[i] for i in chunk])
-        for i, answer in zip(
-            chunk, decode_answers(handle, greedy_generate(handle, ids, mask, max_new_tokens)), strict=True
-        ):
+        tokens = greedy_generate(handle, ids, mask, max_new_tokens, stop_strings=stop_strings)
+        for i, answer in zip(chunk, decode_answers(handle, tokens, stop_strings), strict=True):
             answers[i] = answer
         if progress is not None:
             progress(len(chunk))

@@ -17,7 +17,7 @@ from mecharule.behaviour.generation import generate_answers
 from mecharule.errors import DataError
 from mecharule.io.rundir import atomic_path
 from mecharule.models.loading import ModelHandle
-from mecharule.tasks.base import Task
+from mecharule.tasks.base import Task, stop_strings_of
 
 CHUNK = 4096
 
@@ -52,7 +52,12 @@ def _answer_chunks(
                 progress(len(done))
         else:
             done = generate_answers(
-                handle, prompts[start : start + CHUNK], task.max_new_tokens, batch_size, progress
+                handle,
+                prompts[start : start + CHUNK],
+                task.max_new_tokens,
+                batch_size,
+                progress,
+                stop_strings_of(task),
             )
             with atomic_path(path) as tmp:
                 pd.DataFrame({"answer": done}).to_parquet(tmp)
@@ -71,13 +76,26 @@ def measure_behaviour(
     partial_dir: Path,
     progress: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
-    """``prompt, answer, label, split`` + the task's metadata columns, one row per prompt."""
+    """``prompt, answer, parsed, parsed_ok, label, split`` + ``question`` (the unformatted prompt, when
+    the table has it) + the task's metadata columns, one row per prompt. ``answer`` is the raw
+    decoded text; ``parsed`` the value the task read from it (None when it read none)."""
     if len(prompts) == 0:
         raise DataError(f"task {task.name!r} produced no prompts; check its options")
     texts = prompts["prompt"].tolist()
     answers = _answer_chunks(handle, task, texts, batch_size, partial_dir, progress)
     labels = np.asarray(task.score(prompts, answers), dtype=bool)
-    table = pd.DataFrame({"prompt": texts, "answer": answers, "label": labels})
+    parsed = parsed_answers(task, answers)
+    table = pd.DataFrame(
+        {
+            "prompt": texts,
+            "answer": answers,
+            "parsed": pd.Series(parsed, dtype="string"),
+            "parsed_ok": np.array([p is not None for p in parsed], dtype=bool),
+            "label": labels,
+        }
+    )
+    if "question" in prompts.columns:
+        table["question"] = prompts["question"].astype(str).to_numpy()
     for column in task.metadata_columns:
         table[column] = prompts[column].to_numpy()
     strata = table["label"].astype(str)
@@ -90,11 +108,21 @@ def measure_behaviour(
     return table
 
 
+def parsed_answers(task: Task, answers: list[str]) -> list[str | None]:
+    """What the task read from each answer; tasks without ``parse_answers`` read the answer itself."""
+    parse = getattr(task, "parse_answers", None)
+    if parse is None:
+        return [a.strip() for a in answers]
+    return list(parse(answers))
+
+
 def accuracy_summary(table: pd.DataFrame, group_column: str | None) -> dict[str, object]:
     summary: dict[str, object] = {
         "n_prompts": len(table),
         "positive_rate": round(float(table["label"].mean()), 4),
     }
+    if "parsed_ok" in table.columns:
+        summary["unparsed"] = int((~table["parsed_ok"].astype(bool)).sum())
     if group_column:
         summary["positive_rate_by_group"] = {
             str(k): round(float(v), 4) for k, v in table.groupby(group_column)["label"].mean().items()

@@ -46,4 +46,6 @@ def decode_from_prefix(
         else:
             assert engine.prefix_last_logits is not None  # internal invariant: cut == width sets it
             last = engine.prefix_last_logits.index_select(0, prompt_of_row)
-        return decode_loop(handle, last, cache, mask, pos[:, -1:] + 1, engine.max_new_tokens, state)
+        return decode_loop(
+            handle, last, cache, mask, pos[:, -1:] + 1, engine.max_new_tokens, state, engine.stop_strings
+        )

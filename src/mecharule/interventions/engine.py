@@ -26,7 +26,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mecharule.behaviour.generation import PAD_REL, DecodeState, decode_answers, encode_prompts
+from mecharule.behaviour.generation import (
+    PAD_REL,
+    DecodeState,
+    answer_lengths,
+    decode_answers,
+    encode_prompts,
+    relative_positions,
+    stop_token_ids,
+)
+from mecharule.behaviour.prefill import prefill
 from mecharule.interventions.hooks import SiteKey, patched
 from mecharule.interventions.kv import cache_tensors, select_cache
 from mecharule.interventions.slow_path import ablation_patch
@@ -36,6 +45,14 @@ from mecharule.models.sites import Site
 
 Scorer = Callable[[pd.DataFrame, Sequence[str]], np.ndarray]
 FIRST_ABLATED = {"decode": -1, "generated": 0, "all": None}
+#: Top-2 logit margin below which a screened row is generated rather than trusted, per dtype: a few
+#: units in the last place at typical logit sizes (~30), so that batch-shape rounding never decides.
+TIE_MARGINS = {torch.float32: 1e-4, torch.float16: 0.05, torch.bfloat16: 0.5}
+
+
+def tie_margin_for(dtype: torch.dtype) -> float:
+    """The screening tie margin for logits of ``dtype`` (float32's for unknown types)."""
+    return TIE_MARGINS.get(dtype, TIE_MARGINS[torch.float32])
 
 
 @dataclass
@@ -71,10 +88,13 @@ class AblationEngine:
         positions: PositionMode = "decode",
         stored_labels: np.ndarray | None = None,
         memory_budget_mb: int = 512,
-        tie_margin: float = 1e-4,
+        tie_margin: float | None = None,
+        stop_strings: Sequence[str] = (),
     ) -> None:
         self.handle, self.scorer, self.tables = handle, scorer, tables
-        self.max_new_tokens, self.positions, self.tie_margin = max_new_tokens, positions, tie_margin
+        self.max_new_tokens, self.positions = max_new_tokens, positions
+        self.tie_margin = tie_margin_for(handle.model.dtype) if tie_margin is None else tie_margin
+        self.stop_strings = tuple(stop_strings)
         self.budget_bytes = memory_budget_mb * 2**20
         self.stats = EngineStats()
         self._baseline(prompts.reset_index(drop=True), stored_labels)
@@ -85,7 +105,7 @@ class AblationEngine:
         handle = self.handle
         ids, mask = encode_prompts(handle, prompts["prompt"].tolist())
         tokens = self._generate_plain(ids, mask)
-        answers = decode_answers(handle, tokens)
+        answers = decode_answers(handle, tokens, self.stop_strings)
         labels = np.asarray(self.scorer(prompts, answers), dtype=bool)
         keep = (
             np.ones(len(prompts), dtype=bool) if stored is None else labels == np.asarray(stored, dtype=bool)
@@ -100,22 +120,18 @@ class AblationEngine:
     def _generate_plain(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         from mecharule.behaviour.generation import greedy_generate
 
-        return greedy_generate(self.handle, ids, mask, self.max_new_tokens)
+        return greedy_generate(self.handle, ids, mask, self.max_new_tokens, stop_strings=self.stop_strings)
 
     def _prepare_blocks(self, ids: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor) -> None:
         """Split each prompt into a shared prefix (cached) and a teacher-forced suffix."""
         handle = self.handle
-        eos, pad = handle.tokenizer.eos_token_id, handle.tokenizer.pad_token_id
+        pad = handle.tokenizer.pad_token_id
         _n, width = ids.shape
         first = FIRST_ABLATED[self.positions]
         cut = 0 if first is None else width + min(first, 0)  # prefix = columns [0, cut)
         self.cut = cut
-        # answer length incl. EOS if it was generated
-        is_eos = tokens == eos
-        has_eos = is_eos.any(1)
-        n_ans = torch.where(
-            has_eos, is_eos.float().argmax(1) + 1, torch.full_like(has_eos, tokens.shape[1], dtype=torch.long)
-        )
+        # answer length incl. the stop token (EOS or stop string) if one was generated
+        n_ans = answer_lengths(tokens, stop_token_ids(handle, self.stop_strings))
         self.n_answer = n_ans
         self.answer_tokens = tokens
         self.n_steps = int(n_ans.max())  # answer positions any prompt has
@@ -130,9 +146,7 @@ class AblationEngine:
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         ans_pos = pos[:, -1:] + 1 + torch.arange(answer_in.shape[1], device=ids.device)[None, :]
         self.suffix_pos = torch.cat([pos[:, cut:], ans_pos], 1)
-        rel_prompt = torch.where(
-            mask.bool(), torch.arange(width, device=ids.device)[None, :] - width, PAD_REL
-        )
+        rel_prompt = relative_positions(mask)
         rel_ans = torch.where(
             answer_mask.bool(), torch.arange(answer_in.shape[1], device=ids.device)[None, :], PAD_REL
         )
@@ -142,16 +156,10 @@ class AblationEngine:
         self.prompt_ids, self.prompt_mask, self.prompt_pos, self.prompt_rel = ids, mask, pos, rel_prompt
         self.prefix_last_logits: torch.Tensor | None = None
         if cut > 0:
-            out = handle.model(
-                input_ids=ids[:, :cut],
-                attention_mask=mask[:, :cut],
-                position_ids=pos[:, :cut],
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            self.prefix = cache_tensors(out.past_key_values)
+            cache, last_logits = prefill(handle, ids[:, :cut], mask[:, :cut], pos[:, :cut])
+            self.prefix = cache_tensors(cache)
             if cut == width:
-                self.prefix_last_logits = out.logits[:, -1, :]
+                self.prefix_last_logits = last_logits
             self.stats.forwards += 1
         self._row_bytes = self._bytes_per_row()
 
@@ -285,4 +293,4 @@ class AblationEngine:
 
         tokens = decode_from_prefix(self, prompt_of_row, row_masks)
         self.stats.generated_rows += len(prompt_of_row)
-        return decode_answers(self.handle, tokens)
+        return decode_answers(self.handle, tokens, self.stop_strings)

@@ -75,6 +75,7 @@ def ablated_answers(
     positions: PositionMode,
     max_new_tokens: int,
     batch_size: int = 256,
+    stop_strings: Sequence[str] = (),
 ) -> list[str]:
     """Greedy answers of every prompt with the group ablated (one hooked generation per batch)."""
     state = DecodeState()
@@ -86,6 +87,8 @@ def ablated_answers(
     with patched(handle, patches):
         for start in range(0, len(prompts), batch_size):
             ids, mask = encode_prompts(handle, prompts[start : start + batch_size])
-            tokens = greedy_generate(handle, ids, mask, max_new_tokens, state=state)
-            answers.extend(decode_answers(handle, tokens))
+            tokens = greedy_generate(
+                handle, ids, mask, max_new_tokens, state=state, stop_strings=stop_strings
+            )
+            answers.extend(decode_answers(handle, tokens, stop_strings))
     return answers

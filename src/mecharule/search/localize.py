@@ -24,7 +24,7 @@ from mecharule.models.sites import Site, UnitKind
 from mecharule.search.group_testing import SearchConfig, SearchProblem, SearchResult, search
 from mecharule.search.oracle import EngineOracle, ProblemSlices, build_problem
 from mecharule.search.problems import ProblemSpec, behaviour_rules, problem_specs, spectral_pool
-from mecharule.tasks.base import Task
+from mecharule.tasks.base import Task, stop_strings_of
 
 Tick = Callable[[int, int], None]
 
@@ -121,6 +121,7 @@ def prepare(
             task.max_new_tokens,
             cfg.positions,
             cfg.memory_budget_mb,
+            stop_strings_of(task),
         )
         units, scores = candidate_units(run_dir, spec.rule_id, handle, kind, top_m, method)
         search_problems.append(SearchProblem(spec.key, units, scores))  # type: ignore[arg-type]
@@ -242,6 +243,7 @@ def suppression_effects(
                 task.max_new_tokens,
                 positions=cfg.positions,
                 memory_budget_mb=cfg.memory_budget_mb,
+                stop_strings=stop_strings_of(task),
             )
             after = engine.run([agonists]).labels[0]
             entry[side] = {

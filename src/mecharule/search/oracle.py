@@ -52,6 +52,7 @@ def build_problem(
     max_new_tokens: int,
     positions: PositionMode,
     memory_budget_mb: int,
+    stop_strings: Sequence[str] = (),
 ) -> ProblemSlices:
     rows = np.concatenate([covered_rows, unrelated_rows]).astype(int)
     prompts = behaviour.iloc[rows].reset_index(drop=True)
@@ -64,6 +65,7 @@ def build_problem(
         positions=positions,
         stored_labels=prompts["label"].to_numpy(bool),
         memory_budget_mb=memory_budget_mb,
+        stop_strings=stop_strings,
     )
     keep = np.ones(len(rows), dtype=bool)
     keep[engine.dropped] = False

@@ -26,6 +26,12 @@ class Task(Protocol):
     skipped) to booleans: True = the *positive* behaviour named by ``positive_label``
     ("correct", "jailbroken"). ``group_column`` names a metadata column used to stratify the
     train/test split and summaries (e.g. ``operator``), or is None.
+
+    Optional (read with the helpers below, so a minimal task need not define them):
+    ``stop_strings`` (generation ends at the first token whose text holds one; the answer is cut
+    before it), ``prompt_format`` (``raw`` | ``fewshot`` | ``chat``, see
+    :mod:`mecharule.tasks.formats`), and ``parse_answers(answers) -> list[str | None]`` (the value
+    each answer states, None when it states none), recorded in ``behaviour.parquet``.
     """
 
     @property
@@ -50,6 +56,11 @@ class Task(Protocol):
     def seed_features(self) -> Sequence[Feature]: ...
 
     def options(self) -> dict[str, Any]: ...
+
+
+def stop_strings_of(task: Task) -> tuple[str, ...]:
+    """The task's stop strings (none for tasks that do not declare any)."""
+    return tuple(getattr(task, "stop_strings", ()))
 
 
 TaskFactory = Callable[..., Task]

@@ -6,13 +6,23 @@ by default, the offline HANS-style generator (:func:`mecharule.tasks.hans_data.g
 None keeps every labelled row). Repeated premise/hypothesis pairs are dropped (first kept) before
 sampling.
 
-Prompt: ``P: {premise}\\nH: {hypothesis}\\nA:``; with ``instruction=True`` the reference's line
-"Decide whether H must be true given P. Output only E or N." comes first (a string sets your own).
+Prompt formats (option ``prompt_format``, see :mod:`mecharule.tasks.formats`):
 
-Scoring (reference §2.4): the predicted label is, in order of precedence, N if the answer matches
-``non[- ]?entailment``; E if it matches ``entailment``; the last standalone ``e``/``n`` letter;
-the answer with every non-letter removed being ``e`` or ``n`` (all case-insensitive). Anything else
-is no prediction and counts as wrong. Positive label "correct" ⇔ predicted == expected.
+* ``raw``: ``P: {premise}\nH: {hypothesis}\nA:`` (the organisms' format); with
+  ``instruction=True`` the reference's line "Decide whether H must be true given P. Output only E
+  or N." comes first (a string sets your own);
+* ``fewshot``: ``n_shots`` solved examples ``Premise: ...\nHypothesis: ...\nDoes the premise
+  entail the hypothesis? yes`` separated by blank lines, then the question; stops at a newline;
+* ``chat``: the chat template around ``Premise: ...\nHypothesis: ...\nDoes the premise entail the
+  hypothesis? Answer yes or no.``; stops at a newline.
+
+Scoring (reference §2.4, extended to the words real models use): the predicted label is, in order
+of precedence, N if the answer matches ``non[- ]?entailment``; E if it matches ``entailment``; else
+the FIRST verdict word: ``yes``/``true``/``entails``/``entailed`` → E, ``no``/``false``/
+``contradiction``/``neutral``/``not entail...`` → N; else the last standalone ``e``/``n`` letter;
+else the answer with every non-letter removed being ``e`` or ``n`` (all case-insensitive). Anything
+else is unparsable (``parsed`` is empty, ``parsed_ok`` false) and counts as wrong. Positive label
+"correct" ⇔ predicted == expected.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import pandas as pd
 from mecharule.errors import ConfigError, DataError
 from mecharule.features.base import Feature, FeatureKind
 from mecharule.tasks.base import TASKS
+from mecharule.tasks.formats import PROMPT_FORMATS, check_prompt_format
 from mecharule.tasks.hans_data import (
     CONTROL,
     HEURISTICS,
@@ -49,6 +60,12 @@ _WORD = re.compile(r"[A-Za-z]+(?:[-'][A-Za-z]+)?")
 _NON_ENTAILMENT = re.compile(r"non[- ]?entailment")
 _ENTAILMENT = re.compile(r"entailment")
 _LETTER = re.compile(r"(?<![a-z])[en](?![a-z])")
+_VERDICT_WORD = re.compile(
+    r"\bnot\s+entail\w*|\b(?:yes|true|entails|entailed|no|false|contradiction|neutral)\b"
+)
+_E_WORDS = frozenset({"yes", "true", "entails", "entailed"})
+QUESTION = "Does the premise entail the hypothesis?"
+DEFAULT_MAX_NEW_TOKENS = {"raw": 3, "fewshot": 3, "chat": 8}
 
 
 def parse_nli_answer(text: str) -> str | None:
@@ -58,6 +75,9 @@ def parse_nli_answer(text: str) -> str | None:
         return "N"
     if _ENTAILMENT.search(lowered):
         return "E"
+    verdict = _VERDICT_WORD.search(lowered)
+    if verdict:
+        return "E" if verdict.group(0) in _E_WORDS else "N"
     letters = _LETTER.findall(lowered)
     if letters:
         return str(letters[-1]).upper()
@@ -89,8 +109,13 @@ class HansNLITask:
         control_fraction: float = 0.2,
         instruction: bool | str = False,
         subcase_features: bool = True,
-        max_new_tokens: int = 3,
+        max_new_tokens: int | None = None,
+        prompt_format: str = "raw",
+        n_shots: int = 4,
     ) -> None:
+        check_prompt_format(self.name, prompt_format, n_shots, PROMPT_FORMATS)
+        if max_new_tokens is None:
+            max_new_tokens = DEFAULT_MAX_NEW_TOKENS[prompt_format]
         if n_examples is not None and n_examples < 2:
             raise ConfigError(f"n_examples={n_examples}: must be >= 2 (one per label) or None")
         if not 0.0 <= control_fraction < 1.0:
@@ -104,6 +129,8 @@ class HansNLITask:
         self.instruction = instruction
         self.subcase_features = subcase_features
         self.max_new_tokens = max_new_tokens
+        self.prompt_format = prompt_format
+        self.n_shots = n_shots
 
     def __repr__(self) -> str:
         return f"HansNLITask(**{self.options()!r})"
@@ -117,7 +144,27 @@ class HansNLITask:
             "instruction": self.instruction,
             "subcase_features": self.subcase_features,
             "max_new_tokens": self.max_new_tokens,
+            "prompt_format": self.prompt_format,
+            "n_shots": self.n_shots,
         }
+
+    shot_separator = "\n\n"
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return () if self.prompt_format == "raw" else ("\n",)
+
+    def fewshot_question(self, row: dict[str, Any]) -> str:
+        return f"Premise: {row['premise']}\nHypothesis: {row['hypothesis']}\n{QUESTION}"
+
+    def solved_example(self, row: dict[str, Any]) -> str:
+        return self.fewshot_question(row) + (" yes" if row["expected_label"] == "E" else " no")
+
+    def chat_message(self, row: dict[str, Any]) -> str:
+        return self.fewshot_question(row) + " Answer yes or no."
+
+    def parse_answers(self, answers: Sequence[str]) -> list[str | None]:
+        return [parse_nli_answer(a) for a in answers]
 
     @property
     def instruction_text(self) -> str | None:
