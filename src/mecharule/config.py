@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,9 +38,15 @@ class FeatureProposalConfig(_Frozen):
 class MeasureConfig(_Frozen):
     task: str = "arithmetic"
     task_options: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(512, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="prompts per generation batch; auto follows the model and device (sizing.py)"
+    )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    max_prompts: int | None = Field(None, ge=1, description="random subsample of the task's prompts")
+    max_prompts: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto",
+        description="seeded random subsample of the task's prompts; null = all; auto follows the model "
+        "and device (all for organisms and GPUs, ~3,000 for a 135M model on a CPU; sizing.py)",
+    )
     propose_features: FeatureProposalConfig = Field(default_factory=FeatureProposalConfig)
 
 
@@ -78,7 +84,11 @@ class LocalizeConfig(_Frozen):
     contrast_margin: float = Field(0.0, ge=0.0, description="contrastive predicate: required contrast bound")
     group_across_layers: bool = False
     budget: int | None = Field(None, ge=1)
-    memory_budget_mb: int = Field(512, ge=16)
+    memory_budget_mb: Annotated[int, Field(ge=16)] | Literal["auto"] = Field(
+        "auto",
+        description="rows one engine forward may hold; auto: half the free GPU memory, or a "
+        "quarter of the available RAM up to 4 GiB (sizing.py)",
+    )
 
 
 class AnchorConfig(_Frozen):

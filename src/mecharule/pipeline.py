@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mecharule import __version__
-from mecharule.config import RunConfig
+from mecharule.config import LocalizeConfig, RunConfig
 from mecharule.errors import MecharuleError
 from mecharule.io.rundir import (
     RunDir,
@@ -25,8 +25,9 @@ from mecharule.io.rundir import (
     write_json,
     write_parquet,
 )
-from mecharule.models.loading import ModelHandle, load_model, resolve_model_path
+from mecharule.models.loading import ZOO_PREFIX, ModelHandle, load_model, resolve_model_path
 from mecharule.progress import ProgressFactory, silent
+from mecharule.sizing import Sizing, resolve_sizing
 from mecharule.tasks.base import Task, make_task
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Pipeline:
         self.progress = progress
         self._handle: ModelHandle | None = None
         self._task: Task | None = None
+        self._sizing: Sizing | None = None
 
     @property
     def handle(self) -> ModelHandle:
@@ -51,10 +53,47 @@ class Pipeline:
         return self._handle
 
     @property
+    def sizing(self) -> Sizing:
+        """The ``auto`` settings resolved for this model on this device."""
+        if self._sizing is None:
+            cfg = self.config
+            self._sizing = resolve_sizing(
+                self.handle, cfg.measure.max_prompts, cfg.measure.batch_size, cfg.localize.memory_budget_mb
+            )
+        return self._sizing
+
+    @property
+    def localize_config(self) -> LocalizeConfig:
+        """``config.localize`` with the memory budget resolved (the stage hash keeps ``auto``)."""
+        cfg = self.config.localize
+        if cfg.memory_budget_mb != "auto":
+            return cfg
+        return cfg.model_copy(update={"memory_budget_mb": self.sizing.memory_budget_mb})
+
+    @property
     def task(self) -> Task:
         if self._task is None:
-            self._task = make_task(self.config.measure.task, self.config.measure.task_options)
+            self._task = make_task(self.config.measure.task, self.task_options())
         return self._task
+
+    def task_options(self) -> dict[str, Any]:
+        """The configured task options; a real (non-organism) model gets the task's real-model prompt
+        format (``REAL_MODEL_FORMATS``) unless ``prompt_format`` is set."""
+        from mecharule.tasks.formats import REAL_MODEL_FORMATS
+
+        options = dict(self.config.measure.task_options)
+        real_format = REAL_MODEL_FORMATS.get(self.config.measure.task)
+        if "prompt_format" not in options and real_format and not is_organism(self.config.model.name):
+            options["prompt_format"] = real_format
+        return options
+
+    def describe(self) -> list[str]:
+        """What this run will do, for the terminal: model size and device, sizing, task options."""
+        options = ", ".join(f"{k}={v}" for k, v in self.task.options().items())
+        return [
+            f"model {self.config.model.name}: {self.sizing.describe()}",
+            f"task {self.config.measure.task}: {options}",
+        ]
 
     # -- hashes: each stage hashes its own section plus its upstream hash ------------------------
     def stage_hash(self, stage: str) -> str:
@@ -108,7 +147,7 @@ class Pipeline:
             shots = prompts.iloc[:0]
             if getattr(task, "prompt_format", "raw") == "fewshot":
                 shots, prompts = draw_shots(prompts, int(task.n_shots), self.config.seed)  # type: ignore[attr-defined]
-            max_prompts = self.config.measure.max_prompts
+            max_prompts = self.sizing.max_prompts
             if max_prompts is not None and max_prompts < len(prompts):
                 rng = np.random.default_rng(self.config.seed)
                 keep = np.sort(rng.choice(len(prompts), size=max_prompts, replace=False))
@@ -121,7 +160,7 @@ class Pipeline:
                     self.handle,
                     task,
                     prompts,
-                    batch_size=self.config.measure.batch_size,
+                    batch_size=self.sizing.batch_size,
                     test_fraction=self.config.measure.test_fraction,
                     seed=self.config.seed,
                     partial_dir=self.rundir.file(f".partial/measure-{stage_hash}"),
@@ -227,7 +266,7 @@ class Pipeline:
                 self.handle,
                 self.task,
                 self.rundir.path,
-                cfg.localize,
+                self.localize_config,
                 kind=att.unit_kind,
                 top_m=att.top_m,
                 method=att.methods[0],
@@ -241,13 +280,15 @@ class Pipeline:
                         self.handle,
                         self.task,
                         self.rundir.path,
-                        cfg.localize,
+                        self.localize_config,
                         setup,
                         seed=cfg.seed,
                         tick=_cumulative(tick),
                     )
                 else:
-                    validate(self.rundir.path, cfg.localize, setup, seed=cfg.seed, tick=_cumulative(tick))
+                    validate(
+                        self.rundir.path, self.localize_config, setup, seed=cfg.seed, tick=_cumulative(tick)
+                    )
             return [output]
 
         return run_stage(self.rundir, stage, self.stage_hash(stage), body)
@@ -265,7 +306,7 @@ class Pipeline:
                     self.task,
                     self.rundir.path,
                     cfg.anchor,
-                    cfg.localize,
+                    self.localize_config,
                     cfg.rules,
                     kind=cfg.attribution.unit_kind,
                     seed=cfg.seed,
@@ -326,6 +367,18 @@ class Pipeline:
 
         table = read_parquet(self.rundir.file("behaviour.parquet"))
         return accuracy_summary(table, self.task.group_column)
+
+
+def is_organism(model_name: str) -> bool:
+    """A bundled organism (``zoo:NAME`` or its directory): the tasks' raw formats are its language."""
+    if model_name.startswith(ZOO_PREFIX):
+        return True
+    from mecharule.zoo.registry import ORGANISMS_DIR
+
+    try:
+        return Path(model_name).resolve().is_relative_to(ORGANISMS_DIR.resolve())
+    except (OSError, ValueError):
+        return False
 
 
 def _cumulative(tick: Callable[[int], None]) -> Callable[[int, int], None]:

@@ -24,6 +24,9 @@ from mecharule.errors import ConfigError, DataError
 
 PromptFormat = Literal["raw", "fewshot", "chat"]
 PROMPT_FORMATS: tuple[str, ...] = ("raw", "fewshot", "chat")
+#: The format a real (non-organism) model gets when the config does not name one: the raw organism
+#: formats mean nothing to a pretrained model (SmolLM2-135M scores 0 % on raw HANS prompts).
+REAL_MODEL_FORMATS: dict[str, str] = {"arithmetic": "fewshot", "hans_nli": "fewshot", "bon_jailbreak": "chat"}
 
 
 def check_prompt_format(task_name: str, prompt_format: str, n_shots: int, supported: tuple[str, ...]) -> None:
