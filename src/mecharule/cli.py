@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 import typer
 
+from mecharule.cli_models import register as register_model_commands
 from mecharule.errors import MecharuleError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Rules and neurons behind LLM behaviour.")
-list_app = typer.Typer(no_args_is_help=True, help="List registered tasks, organisms, architectures.")
+list_app = typer.Typer(no_args_is_help=True, help="List tasks, organisms, architectures, known models.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Bundled model organisms.")
 app.add_typer(list_app, name="list")
 app.add_typer(zoo_app, name="zoo")
@@ -338,6 +339,10 @@ def zoo_train(
             f"{info['unit_slices_ge_0.5']} >= 0.5"
         )
     typer.echo(f"saved → {target}")
+
+
+# `mecharule models fetch` and `mecharule list models` live in cli_models.py.
+register_model_commands(app, list_app, user_errors=user_errors, setup_logging=_setup_logging)
 
 
 def main() -> None:

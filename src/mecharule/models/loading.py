@@ -1,4 +1,4 @@
-"""Load any Hugging Face causal LM (hub id, local path, or a bundled ``zoo:NAME`` organism)."""
+"""Load any Hugging Face causal LM: hub id, local path, ``*.gguf`` file, known short name, or ``zoo:NAME``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import torch
 
 from mecharule.errors import ConfigError, ModelLoadError
 from mecharule.models.architectures import ArchitectureInfo, resolve
+from mecharule.models.gguf import gguf_model_dir, is_gguf_path
+from mecharule.models.known import fetch_hint, resolve_known
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,22 @@ class ModelHandle:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map ``zoo:NAME`` to the bundled organism directory; pass other names through."""
+    """Map a model name to what transformers loads; cheap unless a GGUF file needs converting.
+
+    ``zoo:NAME`` → the bundled organism directory. A ``*.gguf`` file → its converted directory in the
+    cache (converted once, on first use). An existing path → itself. A known short name
+    (``smollm2-135m``, see :mod:`mecharule.models.known`) → its fetched copy, else its hub id. Anything
+    else (a hub id) passes through.
+    """
     if name_or_path.startswith(ZOO_PREFIX):
         from mecharule.zoo.registry import organism_dir
 
         return str(organism_dir(name_or_path[len(ZOO_PREFIX) :]))
-    return name_or_path
+    if is_gguf_path(name_or_path):
+        return str(gguf_model_dir(Path(name_or_path).expanduser()))
+    if Path(name_or_path).exists():
+        return name_or_path
+    return resolve_known(name_or_path) or name_or_path
 
 
 def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
@@ -85,7 +97,8 @@ def load_model(name_or_path: str, device: str = "cpu", dtype: str | torch.dtype 
         hint = (
             "the directory exists but does not hold a causal LM (config.json, weights, tokenizer files)"
             if local
-            else "it is not a local directory and could not be fetched from the Hugging Face hub "
+            else fetch_hint(name_or_path)
+            or "it is not a local directory and could not be fetched from the Hugging Face hub "
             "(no network? download it first or pass a local path)"
         )
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {hint} ({type(exc).__name__})") from None
