@@ -64,7 +64,11 @@ def _pipeline(out: Path, config_file: Path | None, overrides: dict[str, Any]) ->
         config = RunConfig.model_validate(manifest["config"])
     else:
         config = load_config(config_file, overrides)
-    return Pipeline(config, out, progress=bars)
+    return Pipeline(config, out, progress=bars, notify=lambda line: typer.echo(line, err=True))
+
+
+DEVICE_HELP = "torch device: cpu, cuda, cuda:1, mps ... (default: the config's, cpu)"
+DTYPE_HELP = "float32 | bfloat16 | float16 | auto (default: the config's, float32)"
 
 
 @app.command()
@@ -73,9 +77,13 @@ def run(
     out: Path = typer.Option(..., "--out", help="run directory (re-run the same command to resume)"),
     task: str | None = typer.Option(None, help="task name (default arithmetic; mecharule list tasks)"),
     model: str | None = typer.Option(
-        None, help="hub id, local path or zoo:NAME (default: the task's organism)"
+        None,
+        help="hub id, local path, GGUF file, known model name or zoo:NAME (default: the task's organism)",
     ),
     config: Path | None = typer.Option(None, help="YAML/JSON config file setting any option"),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    dtype: str | None = typer.Option(None, help=DTYPE_HELP),
+    max_prompts: int | None = typer.Option(None, help="seeded subsample of the task's prompts"),
     validate_: bool = typer.Option(
         False, "--validate", help="also brute-force every candidate (recall, cost)"
     ),
@@ -96,10 +104,15 @@ def run(
         {
             "measure.task": task,
             "model.name": model,
+            "model.device": device,
+            "model.dtype": dtype,
+            "measure.max_prompts": max_prompts,
             "seed": seed,
             "validate_brute_force": True if validate_ else None,
         },
     )
+    for line in pipe.describe():
+        typer.echo(line, err=True)
     for stage in default_stages(pipe.config):
         started = time.perf_counter()
         typer.echo(f"[{stage}] ...", err=True)
@@ -155,8 +168,12 @@ def report(
 def measure(
     out: Path = typer.Option(..., "--out", help="run directory to write"),
     task: str | None = typer.Option(None, help="task name (default arithmetic; mecharule list tasks)"),
-    model: str | None = typer.Option(None, help="hub id, local path or zoo:NAME (default: zoo:<task>)"),
+    model: str | None = typer.Option(
+        None, help="hub id, local path, GGUF file, known model name or zoo:NAME (default: zoo:<task>)"
+    ),
     config: Path | None = typer.Option(None, help="YAML/JSON config file"),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    dtype: str | None = typer.Option(None, help=DTYPE_HELP),
     batch_size: int | None = typer.Option(None, help="prompts per forward pass"),
     max_prompts: int | None = typer.Option(None, help="random subsample of the task's prompts"),
     seed: int | None = typer.Option(None),
@@ -164,17 +181,23 @@ def measure(
 ) -> None:
     """Run the model on the task's prompts, score the answers, write behaviour + features."""
     _setup_logging(verbose)
+    if model is None and task is not None and config is None:
+        model = f"zoo:{task}"
     pipe = _pipeline(
         out,
         config,
         {
             "measure.task": task,
             "model.name": model,
+            "model.device": device,
+            "model.dtype": dtype,
             "measure.batch_size": batch_size,
             "measure.max_prompts": max_prompts,
             "seed": seed,
         },
     )
+    for line in pipe.describe():
+        typer.echo(line, err=True)
     ran = pipe.measure()
     summary = pipe.behaviour_summary()
     typer.echo(("measured" if ran else "already measured (skipped)") + f" → {out}")

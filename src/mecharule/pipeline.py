@@ -16,6 +16,7 @@ import pandas as pd
 from mecharule import __version__
 from mecharule.config import LocalizeConfig, RunConfig
 from mecharule.errors import MecharuleError
+from mecharule.estimates import Notify, calibrating_tick
 from mecharule.io.rundir import (
     RunDir,
     config_hash,
@@ -37,8 +38,15 @@ STAGES = ["measure", "rules", "attribute", "localize", "validate", "anchor", "re
 class Pipeline:
     """One run: a config, a run directory, a lazily loaded model shared by every stage."""
 
-    def __init__(self, config: RunConfig, out: Path, progress: ProgressFactory = silent) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        out: Path,
+        progress: ProgressFactory = silent,
+        notify: Notify | None = None,
+    ) -> None:
         self.config = config
+        self.notify: Notify = notify or log.info
         self.rundir = RunDir(out)
         self.progress = progress
         self._handle: ModelHandle | None = None
@@ -155,7 +163,10 @@ class Pipeline:
             features = list(task.seed_features())
             feature_table = compute_feature_table(features, prompts)
             prompts = format_task_prompts(task, prompts, self.handle.tokenizer, shots)
-            with self.progress("measure", len(prompts)) as tick:
+            batch = self.sizing.batch_size
+            label = f"measure ({len(prompts):,} prompts, batches of {batch})"
+            with self.progress(label, len(prompts)) as bar:
+                tick = calibrating_tick(bar, len(prompts), "measure", self.notify)
                 table = measure_behaviour(
                     self.handle,
                     task,
@@ -274,6 +285,7 @@ class Pipeline:
                 min_coverage=cfg.rules.min_coverage,
                 seed=cfg.seed,
             )
+            self.notify(f"{stage}: " + self._calibrate_search(setup))
             with self.progress(label, None) as tick:
                 if stage == "localize":
                     localize(
@@ -292,6 +304,20 @@ class Pipeline:
             return [output]
 
         return run_stage(self.rundir, stage, self.stage_hash(stage), body)
+
+    def _calibrate_search(self, setup: Any) -> str:
+        """Time one single-unit group evaluation on the first problem; extrapolate the stage."""
+        import time
+
+        from mecharule.estimates import group_testing_estimate
+
+        sizes = [len(p.candidates) for p in setup.search_problems]
+        if not setup.problems or not setup.search_problems or not sizes[0]:
+            return "nothing to search"
+        engine = next(iter(setup.problems.values())).engine
+        started = time.perf_counter()
+        engine.run([[setup.search_problems[0].candidates[0]]])
+        return group_testing_estimate(sizes, time.perf_counter() - started)
 
     def anchor(self) -> bool:
         self.rundir.require("localization/summary.json", stage="localize")

@@ -65,6 +65,13 @@ def auto_memory_budget_mb(device: torch.device, free_bytes: int) -> int:
     return max(256, int(share // 2**20))
 
 
+def budget_mb(handle: ModelHandle, memory_budget_mb: int | str) -> int:
+    """A memory budget in MB, ``"auto"`` resolved for the handle's device."""
+    if memory_budget_mb == "auto":
+        return auto_memory_budget_mb(handle.device, free_memory_bytes(handle.device))
+    return int(memory_budget_mb)
+
+
 def auto_max_prompts(n_params: int, device: torch.device) -> int | None:
     if n_params < ORGANISM_PARAMS:
         return None

@@ -44,7 +44,7 @@ def flip_table(
     units: Sequence[Site],
     tables: Mapping[SiteKey, ValueTable],
     positions: PositionMode,
-    memory_budget_mb: int,
+    memory_budget_mb: int | str,
 ) -> tuple[pd.DataFrame, int]:
     """``row, split, baseline`` + one bool column per unit (its label under ablation); dropped count."""
     engine = AblationEngine(

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from mecharule.behaviour.prefill import common_prefix_length, prefill
+from mecharule.behaviour.prefill import common_prefix_length, prefill, with_cache
 from mecharule.errors import DataError
 from mecharule.models.loading import ModelHandle
 
@@ -171,7 +171,7 @@ def decode_loop(
             input_ids=nxt[:, None],
             attention_mask=attention_mask,
             position_ids=next_pos,
-            past_key_values=cache,
+            **with_cache(handle, cache),
             use_cache=True,
         )
         logits = out.logits[:, -1, :]

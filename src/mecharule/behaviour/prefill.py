@@ -11,6 +11,8 @@ most of the prefill work.
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -20,6 +22,19 @@ from mecharule.models.loading import ModelHandle
 
 #: Shared prefixes shorter than this are not worth a separate forward.
 MIN_SHARED_TOKENS = 8
+
+
+@lru_cache(maxsize=64)
+def _cache_parameter(model_class: Any) -> str:
+    params = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def with_cache(handle: ModelHandle, cache: Any) -> dict[str, Any]:
+    """The forward keyword for a KV cache: ``cache`` (transformers >= 5.2x, where
+    ``past_key_values`` is deprecated) or ``past_key_values`` (older releases)."""
+    model_class: Any = type(handle.model)
+    return {_cache_parameter(model_class): cache}
 
 
 def common_prefix_length(token_ids: list[list[int]]) -> int:
@@ -77,7 +92,7 @@ def prefill(
             input_ids=ids[:1, :shared],
             attention_mask=mask[:1, :shared],
             position_ids=position_ids[:1, :shared],
-            past_key_values=cache,
+            **with_cache(handle, cache),
             use_cache=True,
             logits_to_keep=1,
         )
@@ -88,7 +103,7 @@ def prefill(
         input_ids=ids[:, shared:],
         attention_mask=mask,
         position_ids=position_ids[:, shared:],
-        past_key_values=cache,
+        **with_cache(handle, cache),
         use_cache=True,
         logits_to_keep=1,
     )

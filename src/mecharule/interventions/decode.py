@@ -8,6 +8,7 @@ import torch
 from transformers import DynamicCache
 
 from mecharule.behaviour.generation import DecodeState, decode_loop
+from mecharule.behaviour.prefill import with_cache
 from mecharule.interventions.hooks import SiteKey, patched
 from mecharule.interventions.kv import select_cache
 from mecharule.interventions.slow_path import ablation_patch
@@ -37,7 +38,7 @@ def decode_from_prefix(
                 input_ids=engine.prompt_ids.index_select(0, prompt_of_row)[:, cut:],
                 attention_mask=mask,
                 position_ids=pos[:, cut:],
-                past_key_values=cache,
+                **with_cache(handle, cache),
                 use_cache=True,
                 logits_to_keep=1,
             )

@@ -35,13 +35,14 @@ from mecharule.behaviour.generation import (
     relative_positions,
     stop_token_ids,
 )
-from mecharule.behaviour.prefill import prefill
+from mecharule.behaviour.prefill import prefill, with_cache
 from mecharule.interventions.hooks import SiteKey, patched
 from mecharule.interventions.kv import cache_tensors, select_cache
 from mecharule.interventions.slow_path import ablation_patch
 from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site
+from mecharule.sizing import budget_mb
 
 Scorer = Callable[[pd.DataFrame, Sequence[str]], np.ndarray]
 FIRST_ABLATED = {"decode": -1, "generated": 0, "all": None}
@@ -87,7 +88,7 @@ class AblationEngine:
         *,
         positions: PositionMode = "decode",
         stored_labels: np.ndarray | None = None,
-        memory_budget_mb: int = 512,
+        memory_budget_mb: int | str = 512,
         tie_margin: float | None = None,
         stop_strings: Sequence[str] = (),
     ) -> None:
@@ -95,7 +96,7 @@ class AblationEngine:
         self.max_new_tokens, self.positions = max_new_tokens, positions
         self.tie_margin = tie_margin_for(handle.model.dtype) if tie_margin is None else tie_margin
         self.stop_strings = tuple(stop_strings)
-        self.budget_bytes = memory_budget_mb * 2**20
+        self.budget_bytes = budget_mb(handle, memory_budget_mb) * 2**20
         self.stats = EngineStats()
         self._baseline(prompts.reset_index(drop=True), stored_labels)
 
@@ -279,7 +280,7 @@ class AblationEngine:
                 input_ids=self.suffix_ids.index_select(0, prompt_of_row),
                 attention_mask=self.full_mask.index_select(0, prompt_of_row),
                 position_ids=self.suffix_pos.index_select(0, prompt_of_row),
-                past_key_values=cache,
+                **with_cache(self.handle, cache),
                 use_cache=cache is not None,
             )
         self.stats.forwards += 1

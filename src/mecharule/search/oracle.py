@@ -51,7 +51,7 @@ def build_problem(
     tables: Mapping[SiteKey, ValueTable],
     max_new_tokens: int,
     positions: PositionMode,
-    memory_budget_mb: int,
+    memory_budget_mb: int | str,
     stop_strings: Sequence[str] = (),
 ) -> ProblemSlices:
     rows = np.concatenate([covered_rows, unrelated_rows]).astype(int)

@@ -1,0 +1,61 @@
+"""Cost estimates printed before (and early in) long stages: forward passes and expected time from a
+short calibration on this machine, so a user can stop a run that would take hours."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+Notify = Callable[[str], None]
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def calibrating_tick(
+    tick: Callable[[int], None], total: int, what: str, notify: Notify
+) -> Callable[[int], None]:
+    """A progress callback that prints the extrapolated time of the stage once, timed on the second
+    batch (the first one pays one-off warm-up: stop-token tables, allocator, kernels)."""
+    state = {"updates": 0, "done": 0, "mark": time.perf_counter()}
+
+    def update(n: int) -> None:
+        tick(n)
+        now = time.perf_counter()
+        state["updates"] += 1
+        state["done"] += n
+        if state["updates"] == 2 and state["done"] < total:
+            per_item = (now - state["mark"]) / max(1, n)
+            notify(
+                f"{what}: {n:,} items in {now - state['mark']:.1f} s "
+                f"→ about {duration(per_item * (total - state['done']))} for the remaining "
+                f"{total - state['done']:,}"
+            )
+        state["mark"] = now
+
+    return update
+
+
+def group_testing_estimate(
+    n_candidates: Sequence[int], seconds_per_group: float, n_agonists_guess: int = 8
+) -> str:
+    """One line: what brute force would cost and CHA's Θ(k·log2(N/k) + k) scale for a guessed k."""
+    brute = sum(n_candidates)
+    cha = sum(
+        min(n, 2 * k * max(1.0, math.log2(n / k)) + k)
+        for n in n_candidates
+        for k in [max(1, min(n_agonists_guess, n))]
+    )
+    return (
+        f"{len(n_candidates)} problem(s), {brute:,} candidate units in all; one group evaluation ≈ "
+        f"{seconds_per_group:.2f} s → brute force {brute:,} evaluations "
+        f"≈ {duration(brute * seconds_per_group)}; "
+        f"CHA with ~{n_agonists_guess} agonists per problem ≈ {cha:,.0f} evaluations "
+        f"≈ {duration(cha * seconds_per_group)} (more when agonists are dense)"
+    )
