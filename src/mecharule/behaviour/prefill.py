@@ -77,8 +77,11 @@ def prefill(
     position_ids: torch.Tensor,
     rel_positions: torch.Tensor | None = None,
     state: Any = None,
+    final_hidden: bool = False,
 ) -> tuple[DynamicCache, torch.Tensor]:
-    """Run a prompt block; return its cache and the last position's logits ``# [batch, vocab]``.
+    """Run a prompt block; return its cache and the last position's logits ``# [batch, vocab]`` (or,
+    with ``final_hidden``, its hidden state after the final norm ``# [batch, d_model]``, from the
+    base model without the LM head).
 
     ``state`` (a :class:`~mecharule.behaviour.generation.DecodeState`, when hooks read positions)
     gets the relative positions of each forward's own rows and columns.
@@ -99,12 +102,22 @@ def prefill(
         cache = expand_cache(handle, cache, ids.shape[0])
     if state is not None and rel_positions is not None:
         state.rel_positions = rel_positions[:, shared:]
-    out = handle.model(
-        input_ids=ids[:, shared:],
-        attention_mask=mask,
-        position_ids=position_ids[:, shared:],
+    inputs = {
+        "input_ids": ids[:, shared:],
+        "attention_mask": mask,
+        "position_ids": position_ids[:, shared:],
         **with_cache(handle, cache),
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    return cache, out.logits[:, -1, :]
+        "use_cache": True,
+    }
+    if final_hidden:
+        base = handle.model.base_model
+        base_inputs = {
+            ("past_key_values" if k == "cache" and "cache" not in _params(base) else k): v
+            for k, v in inputs.items()
+        }
+        return cache, base(**base_inputs).last_hidden_state[:, -1, :]
+    return cache, handle.model(**inputs, logits_to_keep=1).logits[:, -1, :]
+
+
+def _params(module: Any) -> Any:
+    return inspect.signature(type(module).forward).parameters

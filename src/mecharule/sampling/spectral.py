@@ -20,6 +20,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from mecharule.behaviour.generation import encode_prompts
+from mecharule.behaviour.prefill import prefill
 from mecharule.errors import ConfigError, DataError
 from mecharule.models.loading import ModelHandle
 
@@ -28,23 +29,18 @@ from mecharule.models.loading import ModelHandle
 def last_token_states(handle: ModelHandle, prompts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """``# [n, d_model]`` float32: the last prompt token's hidden state after the final norm.
 
-    HF's ``hidden_states[-1]`` is the base model's output after its final norm for the decoder
-    architectures in the table (tested for Qwen2: it equals ``last_hidden_state``, and its rows have
-    unit RMS before the norm weight). Prompts are left-padded, so the last column is every row's last
-    token; explicit position ids keep padding from shifting positions.
+    It is the base model's ``last_hidden_state`` (HF's ``hidden_states[-1]``: after the final norm
+    for the decoder architectures in the table), computed without the LM head and with a shared
+    prompt prefix run once (:func:`mecharule.behaviour.prefill.prefill`). The last column is every
+    row's last token; position ids follow the attention mask.
     """
     if not prompts:
         raise DataError("no prompts to embed; the prompt list is empty")
     chunks = []
     for start in range(0, len(prompts), batch_size):
         ids, mask = encode_prompts(handle, prompts[start : start + batch_size])
-        out = handle.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-            output_hidden_states=True,
-        )
-        chunks.append(out.hidden_states[-1][:, -1, :].float().cpu().numpy())
+        _, states = prefill(handle, ids, mask, (mask.cumsum(1) - 1).clamp(min=0), final_hidden=True)
+        chunks.append(states.float().cpu().numpy())
     return np.concatenate(chunks, 0)
 
 
