@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mecharule.behaviour.generation import generate_answers
-from mecharule.interventions.engine import AblationEngine
+from mecharule.interventions.engine import AblationEngine, tie_margin_for
 from mecharule.interventions.hooks import count_hooks, patched
 from mecharule.interventions.slow_path import ablated_answers
 from mecharule.interventions.values import mean_tables, zero_tables
@@ -35,12 +35,12 @@ def _prompts(task, n, seed):
     return table.iloc[rng.choice(len(table), n, replace=False)].reset_index(drop=True)
 
 
-def _random_groups(handle, kind, n_groups, seed):
+def _random_groups(handle, kind, n_groups, seed, max_size=5):
     rng = np.random.default_rng(seed)
     width = handle.arch.width(kind)
     groups = []
     for _ in range(n_groups):
-        size = int(rng.integers(1, 6))
+        size = int(rng.integers(1, max_size + 1))
         groups.append(
             [
                 Site(int(rng.integers(handle.arch.n_layers)), kind, int(i))
@@ -147,3 +147,47 @@ def test_no_hook_survives_an_exception(organism, task):
         raise KeyError("inside")
     assert count_hooks(organism) == 0
     assert torch.is_grad_enabled()
+
+
+# -- bfloat16 ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def organism_bf16():
+    return load_model("zoo:arithmetic", dtype="bfloat16")
+
+
+def test_tie_margin_is_wider_for_bfloat16_and_the_engine_picks_it(organism_bf16, task):
+    assert tie_margin_for(torch.bfloat16) > tie_margin_for(torch.float32)
+    assert organism_bf16.model.dtype == torch.bfloat16
+    prompts = _prompts(task, 8, seed=11)
+    tables = zero_tables(organism_bf16, [(0, "mlp")])
+    engine = AblationEngine(organism_bf16, prompts, task.score, tables, task.max_new_tokens)
+    assert engine.tie_margin == tie_margin_for(torch.bfloat16)
+    assert AblationEngine(organism_bf16, prompts, task.score, tables, 6, tie_margin=0.0).tie_margin == 0.0
+
+
+def test_fast_path_equals_slow_path_in_bfloat16_on_organism(organism_bf16, task):
+    prompts = _prompts(task, 32, seed=12)
+    ref = _prompts(task, 64, seed=13)
+    keys = [(layer, "mlp") for layer in range(organism_bf16.arch.n_layers)]
+    ref_texts = ref["prompt"].tolist()
+    tables = mean_tables(organism_bf16, keys, ref_texts, generate_answers(organism_bf16, ref_texts, 6))
+    groups = _random_groups(organism_bf16, "mlp", 8, 14)
+    engine, outcome = _assert_fast_equals_slow(organism_bf16, task, prompts, tables, groups, "decode")
+    assert engine.stats.generated_rows < engine.stats.screened_rows  # screening spared some generations
+    assert outcome.flips(engine.baseline_labels).any()  # the test is not vacuous
+
+
+def test_fast_path_equals_slow_path_in_bfloat16_on_llama(char_tokenizer, task):
+    # weights 10x the default scale, so that answers vary and ablations change them
+    model = tiny_model("llama", len(char_tokenizer), seed=15, initializer_range=0.2).to(torch.bfloat16)
+    handle = handle_from_model(model, char_tokenizer, name="llama-bf16")
+    prompts = _prompts(task, 24, seed=16)
+    ref = _prompts(task, 32, seed=17)
+    keys = [(layer, "mlp") for layer in range(handle.arch.n_layers)]
+    ref_texts = ref["prompt"].tolist()
+    tables = mean_tables(handle, keys, ref_texts, generate_answers(handle, ref_texts, 4))
+    engine, outcome = _assert_fast_equals_slow(
+        handle, task, prompts, tables, _random_groups(handle, "mlp", 6, 18, max_size=16), "decode"
+    )
+    assert engine.tie_margin == tie_margin_for(torch.bfloat16)
+    assert len(outcome.changed_answers) > 10  # ablations change answers: the comparison is not vacuous

@@ -27,9 +27,10 @@ EXTRA: dict[str, dict[str, Any]] = {
 }
 
 
-def tiny_model(model_type: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
+def tiny_model(model_type: str, vocab_size: int, seed: int = 0, **overrides: Any) -> torch.nn.Module:
+    """A random model of ``model_type``; ``overrides`` are extra config fields (``initializer_range``)."""
     torch.manual_seed(seed)
-    kwargs = {**COMMON, **EXTRA.get(model_type, {}), "vocab_size": vocab_size}
+    kwargs = {**COMMON, **EXTRA.get(model_type, {}), "vocab_size": vocab_size, **overrides}
     config = AutoConfig.for_model(model_type, **kwargs)
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         if hasattr(config, name):
