@@ -83,6 +83,11 @@ class LocalizeConfig(_Frozen):
     order_by_score: bool = Field(True, description="halves ordered by |attribution| (False: seeded shuffle)")
     contrast_margin: float = Field(0.0, ge=0.0, description="contrastive predicate: required contrast bound")
     group_across_layers: bool = False
+    n_suppression: int = Field(
+        512,
+        ge=1,
+        description="covered and unrelated prompts (each) on which all agonists are ablated jointly",
+    )
     budget: int | None = Field(None, ge=1)
     memory_budget_mb: Annotated[int, Field(ge=16)] | Literal["auto"] = Field(
         "auto",

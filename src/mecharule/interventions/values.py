@@ -104,7 +104,12 @@ def mean_tables(
     counts = torch.zeros(n_off, dtype=torch.float64)
     for ids, mask, rel in batches:
         with recording(handle, list(keys)) as store:
-            handle.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0))
+            handle.model(  # only the recorded activations are used: keep one position's logits
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                logits_to_keep=1,
+            )
         valid = rel > PAD_REL
         idx = (rel - min_off)[valid]  # [n_valid]
         counts += torch.bincount(idx.cpu(), minlength=n_off).double()

@@ -276,7 +276,7 @@ def localize(
 ) -> dict[str, Any]:
     """CHA over the prepared problems, joint suppression, and the ``localization/`` files."""
     result, wall = run_search(setup, cfg, seed, tick)
-    suppression = suppression_effects(handle, task, run_dir, setup, result, cfg, seed)
+    suppression = suppression_effects(handle, task, run_dir, setup, result, cfg, seed, cfg.n_suppression)
     return write_localization(run_dir, setup, result, wall, suppression)
 
 
