@@ -90,9 +90,10 @@ def load_model(name_or_path: str, device: str = "cpu", dtype: str | torch.dtype 
 
     path = resolve_model_path(name_or_path)
     local = Path(path).exists()
+    torch_dtype = _dtype(dtype)  # a bad dtype is a config error, not a broken model
     try:
         tokenizer = _load_tokenizer(path, local)
-        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), local_files_only=local)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=local)
     except (OSError, ValueError) as exc:
         hint = (
             "the directory exists but does not hold a causal LM (config.json, weights, tokenizer files)"
