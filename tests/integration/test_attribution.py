@@ -266,3 +266,20 @@ def test_atp_ranks_units_that_flip_multiplications(organism):
     engine = AblationEngine(handle, mul, task.score, tables, task.max_new_tokens)
     flips = engine.run([[s] for s in top]).flips(engine.baseline_labels).mean(1)
     assert flips.max() > 0.1
+
+
+def test_a_rule_covering_no_row_of_the_regime_is_ranked_on_the_other_regime(organism, tmp_path):
+    """Real models fail whole slices (SmolLM2 and Gemma 3 get no negative result right): such a rule
+    has no covered positive row, and without scores localization would search every unit."""
+    handle, task, behaviour = organism
+    wrong = ~behaviour["label"].to_numpy(bool)
+    only_failures = wrong & (behaviour["operator"] == "*").to_numpy()
+    results = attribute_rules(
+        handle, task, tmp_path, rules=[{"id": "fails", "mask": only_failures}], methods=("atp",),
+        n_pairs=16, seed=0, behaviour=behaviour,
+    )  # fmt: skip
+    assert not results[0].skipped
+    record = json.loads((tmp_path / "attribution" / "rule_fails.json").read_text())
+    assert record["regime"] == "negative" and "no eligible positive" in record["regime_fallback"]
+    assert not behaviour.loc[record["covered_rows"], "label"].any()
+    assert (tmp_path / "attribution" / "rule_fails.safetensors").exists()

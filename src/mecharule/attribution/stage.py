@@ -8,6 +8,9 @@ For a regime (``positive``: TRAIN rows the model gets right; ``negative``: rows 
 3. ``atp``: AtP toward the position-aligned mean over ``n_reference`` random TRAIN rows (drawn as the
    localization stage draws them, so both use the same ablation values); ``eap_ig``: EAP-IG over the
    length-matched pairs (unmatched pairs are dropped and counted);
+   A rule that covers no eligible row of the regime (a real model can fail a whole slice, such as
+   every negative result) is attributed on the other regime's covered rows instead, and the record
+   says so (``regime``, ``regime_fallback``); without scores, localization would search every unit;
 4. writes ``attribution/rule_<id>.safetensors`` (one ``[n_layers, width]`` tensor per method) and
    ``attribution/rule_<id>.json`` (method settings, pairing statistics, top-20 units per method).
 """
@@ -106,26 +109,34 @@ def attribute_rules(
     pool = _eligible_pool(handle, behaviour, regime, n_pairs, seed)
     tables = _reference_tables(handle, behaviour, kind, n_reference, seed) if "atp" in methods else None
     results = []
+    pools: dict[str, _Pool | None] = {regime: pool}
     for rule in rules:
         mask = _rule_mask(rule, behaviour)
+        used = regime
         result = _attribute_one(
-            handle,
-            pool,
-            str(rule["id"]),
-            mask,
-            methods,
-            kind,
-            tables,
-            n_pairs,
-            ig_steps,
-            seed,
-            positions,
+            handle, pool, str(rule["id"]), mask, methods, kind, tables, n_pairs, ig_steps, seed, positions,
             batch_size,
-        )
+        )  # fmt: skip
+        if result.skipped and not mask[pool.rows].any():
+            # The rule covers no row of this regime (e.g. every negative result is wrong): rank units on
+            # the other regime's covered rows rather than leave the rule unranked (all units searched).
+            other = next(r for r in REGIME_LABEL if r != regime)
+            if other not in pools:
+                pools[other] = _optional_pool(handle, behaviour, other, n_pairs, seed)
+            other_pool = pools[other]
+            if other_pool is not None and mask[other_pool.rows].any():
+                used = other
+                result = _attribute_one(
+                    handle, other_pool, str(rule["id"]), mask, methods, kind, tables, n_pairs, ig_steps,
+                    seed, positions, batch_size,
+                )  # fmt: skip
+                result.record["regime_fallback"] = (
+                    f"the rule covers no eligible {regime} TRAIN row; attributed on {other} rows"
+                )
         record = {
             "rule_id": result.rule_id,
             "rule": rule.get("text", ""),
-            "regime": regime,
+            "regime": used,
             "kind": kind,
             "positions": positions,
             "model": handle.name,
@@ -249,6 +260,15 @@ def _eligible_pool(
         states,
         Clustering(Z, centers, assignment),
     )
+
+
+def _optional_pool(
+    handle: ModelHandle, behaviour: pd.DataFrame, regime: str, n_pairs: int, seed: int
+) -> _Pool | None:
+    try:
+        return _eligible_pool(handle, behaviour, regime, n_pairs, seed)
+    except DataError:
+        return None
 
 
 def _reference_tables(
