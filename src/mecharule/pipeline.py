@@ -313,7 +313,8 @@ class Pipeline:
 
         sizes = [len(p.candidates) for p in setup.search_problems]
         if not setup.problems or not setup.search_problems or not sizes[0]:
-            return "nothing to search"
+            reasons = "; ".join(f"{spec.key}: {spec.skipped}" for spec in setup.specs if spec.skipped)
+            return "nothing to search" + (f" ({reasons})" if reasons else "")
         engine = next(iter(setup.problems.values())).engine
         started = time.perf_counter()
         engine.run([[setup.search_problems[0].candidates[0]]])
