@@ -65,11 +65,12 @@ def auto_memory_budget_mb(device: torch.device, free_bytes: int) -> int:
     return max(256, int(share // 2**20))
 
 
-def budget_mb(handle: ModelHandle, memory_budget_mb: int | str) -> int:
-    """A memory budget in MB, ``"auto"`` resolved for the handle's device."""
-    if memory_budget_mb == "auto":
-        return auto_memory_budget_mb(handle.device, free_memory_bytes(handle.device))
-    return int(memory_budget_mb)
+def budget_mb(handle: ModelHandle, memory_budget_mb: int | str, free_bytes: int | None = None) -> int:
+    """A memory budget in MB, ``"auto"`` resolved for the handle's device (``free_bytes`` when known)."""
+    if memory_budget_mb != "auto":
+        return int(memory_budget_mb)
+    free = free_memory_bytes(handle.device) if free_bytes is None else free_bytes
+    return auto_memory_budget_mb(handle.device, free)
 
 
 def auto_max_prompts(n_params: int, device: torch.device) -> int | None:
@@ -104,9 +105,7 @@ def resolve_sizing(
     """Turn every ``"auto"`` into a number for this model on this device."""
     n_params = n_parameters(handle)
     free = free_memory_bytes(handle.device)
-    budget = (
-        auto_memory_budget_mb(handle.device, free) if memory_budget_mb == "auto" else int(memory_budget_mb)
-    )
+    budget = budget_mb(handle, memory_budget_mb, free)
     return Sizing(
         n_params=n_params,
         device=str(handle.device),

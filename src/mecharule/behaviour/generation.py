@@ -171,7 +171,7 @@ def decode_loop(
             input_ids=nxt[:, None],
             attention_mask=attention_mask,
             position_ids=next_pos,
-            **with_cache(handle, cache),
+            **with_cache(handle.model, cache),
             use_cache=True,
         )
         logits = out.logits[:, -1, :]

@@ -25,16 +25,31 @@ MIN_SHARED_TOKENS = 8
 
 
 @lru_cache(maxsize=64)
-def _cache_parameter(model_class: Any) -> str:
-    params = inspect.signature(model_class.forward).parameters
+def _cache_parameter(module_class: Any) -> str:
+    params = inspect.signature(module_class.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
-def with_cache(handle: ModelHandle, cache: Any) -> dict[str, Any]:
-    """The forward keyword for a KV cache: ``cache`` (transformers >= 5.2x, where
-    ``past_key_values`` is deprecated) or ``past_key_values`` (older releases)."""
-    model_class: Any = type(handle.model)
-    return {_cache_parameter(model_class): cache}
+def with_cache(module: Any, cache: Any) -> dict[str, Any]:
+    """The forward keyword of ``module`` (a model or its base model) for a KV cache: ``cache``
+    (transformers >= 5.2x, where ``past_key_values`` is deprecated) or ``past_key_values``."""
+    module_class: Any = type(module)
+    return {_cache_parameter(module_class): cache}
+
+
+def cache_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer ``(keys, values)`` ``# [batch, heads, pos, head_dim]``."""
+    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
+
+
+def select_cache(
+    handle: ModelHandle, tensors: list[tuple[torch.Tensor, torch.Tensor]], rows: torch.Tensor
+) -> DynamicCache:
+    """A fresh cache whose batch row ``i`` is the cached row ``rows[i]`` (copies, never views)."""
+    cache = DynamicCache(config=handle.model.config)
+    for layer_idx, (keys, values) in enumerate(tensors):
+        cache.update(keys.index_select(0, rows), values.index_select(0, rows), layer_idx)
+    return cache
 
 
 def common_prefix_length(token_ids: list[list[int]]) -> int:
@@ -56,18 +71,6 @@ def shared_columns(ids: torch.Tensor, mask: torch.Tensor) -> int:
     n = int(same.long().cumprod(0).sum())
     n = min(n, ids.shape[1] - 1)
     return n if n >= MIN_SHARED_TOKENS else 0
-
-
-def expand_cache(handle: ModelHandle, cache: DynamicCache, batch: int) -> DynamicCache:
-    """A new cache holding ``batch`` copies of a batch-1 cache."""
-    out = DynamicCache(config=handle.model.config)
-    for layer_idx, layer in enumerate(cache.layers):
-        keys: Any = layer.keys  # type: ignore[union-attr]
-        values: Any = layer.values  # type: ignore[union-attr]
-        out.update(
-            keys.expand(batch, -1, -1, -1).clone(), values.expand(batch, -1, -1, -1).clone(), layer_idx
-        )
-    return out
 
 
 def prefill(
@@ -95,29 +98,22 @@ def prefill(
             input_ids=ids[:1, :shared],
             attention_mask=mask[:1, :shared],
             position_ids=position_ids[:1, :shared],
-            **with_cache(handle, cache),
+            **with_cache(handle.model, cache),
             use_cache=True,
             logits_to_keep=1,
         )
-        cache = expand_cache(handle, cache, ids.shape[0])
+        every_row_is_row_0 = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+        cache = select_cache(handle, cache_tensors(cache), every_row_is_row_0)
     if state is not None and rel_positions is not None:
         state.rel_positions = rel_positions[:, shared:]
     inputs = {
         "input_ids": ids[:, shared:],
         "attention_mask": mask,
         "position_ids": position_ids[:, shared:],
-        **with_cache(handle, cache),
         "use_cache": True,
     }
     if final_hidden:
         base = handle.model.base_model
-        base_inputs = {
-            ("past_key_values" if k == "cache" and "cache" not in _params(base) else k): v
-            for k, v in inputs.items()
-        }
-        return cache, base(**base_inputs).last_hidden_state[:, -1, :]
-    return cache, handle.model(**inputs, logits_to_keep=1).logits[:, -1, :]
-
-
-def _params(module: Any) -> Any:
-    return inspect.signature(type(module).forward).parameters
+        return cache, base(**inputs, **with_cache(base, cache)).last_hidden_state[:, -1, :]
+    out = handle.model(**inputs, **with_cache(handle.model, cache), logits_to_keep=1)
+    return cache, out.logits[:, -1, :]

@@ -8,9 +8,8 @@ import torch
 from transformers import DynamicCache
 
 from mecharule.behaviour.generation import DecodeState, decode_loop
-from mecharule.behaviour.prefill import with_cache
+from mecharule.behaviour.prefill import select_cache, with_cache
 from mecharule.interventions.hooks import SiteKey, patched
-from mecharule.interventions.kv import select_cache
 from mecharule.interventions.slow_path import ablation_patch
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ def decode_from_prefix(
                 input_ids=engine.prompt_ids.index_select(0, prompt_of_row)[:, cut:],
                 attention_mask=mask,
                 position_ids=pos[:, cut:],
-                **with_cache(handle, cache),
+                **with_cache(handle.model, cache),
                 use_cache=True,
                 logits_to_keep=1,
             )

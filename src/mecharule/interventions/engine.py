@@ -35,9 +35,8 @@ from mecharule.behaviour.generation import (
     relative_positions,
     stop_token_ids,
 )
-from mecharule.behaviour.prefill import prefill, with_cache
+from mecharule.behaviour.prefill import cache_tensors, prefill, select_cache, with_cache
 from mecharule.interventions.hooks import SiteKey, patched
-from mecharule.interventions.kv import cache_tensors, select_cache
 from mecharule.interventions.slow_path import ablation_patch
 from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.models.loading import ModelHandle
@@ -280,7 +279,7 @@ class AblationEngine:
                 input_ids=self.suffix_ids.index_select(0, prompt_of_row),
                 attention_mask=self.full_mask.index_select(0, prompt_of_row),
                 position_ids=self.suffix_pos.index_select(0, prompt_of_row),
-                **with_cache(self.handle, cache),
+                **with_cache(self.handle.model, cache),
                 use_cache=cache is not None,
             )
         self.stats.forwards += 1
