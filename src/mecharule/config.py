@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mecharule.errors import ConfigError
+from mecharule.shortlist import candidate_count
 
 
 class _Frozen(BaseModel):
@@ -63,7 +64,15 @@ class AttributionConfig(_Frozen):
     unit_kind: Literal["mlp", "mlp_out"] = "mlp"
     n_pairs: int = Field(128, ge=1)
     ig_steps: int = Field(8, ge=1)
-    top_m: float = Field(0.5, gt=0.0, description="candidates: a count (>= 1) or a fraction (< 1) of units")
+    top_m: int | str = Field(
+        "50%", description="candidates: a count of units (128) or a percentage of all units ('50%')"
+    )
+
+    @field_validator("top_m", mode="before")
+    @classmethod
+    def _check_top_m(cls, value: int | str) -> int | str:
+        candidate_count(value, 100)  # raises a ConfigError naming both accepted forms
+        return value
 
 
 class LocalizeConfig(_Frozen):
@@ -76,19 +85,30 @@ class LocalizeConfig(_Frozen):
     sampling_pool: int = Field(4096, ge=16, description="TRAIN rows embedded and clustered for sampling")
     n_clusters: int = Field(16, ge=1)
     regimes: tuple[Literal["positive", "negative"], ...] = ("positive", "negative")
-    predicate: Literal["ucb", "contrastive"] = "ucb"
+    predicate: Literal["ucb", "contrastive", "observed"] = "ucb"
     tau: float = Field(0.2, gt=0.0, lt=1.0)
     alpha_slice: float = Field(0.025, gt=0.0, lt=0.5)
     sign_split_first: bool = True
     order_by_score: bool = Field(True, description="halves ordered by |attribution| (False: seeded shuffle)")
     contrast_margin: float = Field(0.0, ge=0.0, description="contrastive predicate: required contrast bound")
     group_across_layers: bool = False
+    prune_on: Literal["changes", "flips"] = Field(
+        "changes", description="groups are pruned on answer changes (monotone) or on label flips (reference)"
+    )
+    audit: int = Field(8, ge=0, description="singletons tested per root to estimate density; 0 = none")
+    expand_dense: bool = Field(True, description="test a strong group unit by unit when halving costs more")
     n_suppression: int = Field(
         512,
         ge=1,
         description="covered and unrelated prompts (each) on which all agonists are ablated jointly",
     )
     budget: int | None = Field(None, ge=1)
+    validate_exhaustive_max: int = Field(
+        4096, ge=0, description="validate: brute-force every unit of the searched layers up to this many"
+    )
+    validate_outside_sample: int = Field(
+        512, ge=0, description="validate, above that: non-candidate units sampled (seeded) per problem"
+    )
     memory_budget_mb: Annotated[int, Field(ge=16)] | Literal["auto"] = Field(
         "auto",
         description="rows one engine forward may hold; auto: half the free GPU memory, or a "

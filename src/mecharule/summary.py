@@ -34,11 +34,16 @@ def build_summary(rundir: RunDir) -> dict[str, Any]:
         summary["interventions"] = loc["group_evaluations"]
     val = _maybe(rundir, "validation.json")
     if val is not None:
-        summary["recall"] = val["recall"]["recall"]
-        summary["recall_high_effect"] = next(
-            (b["recall"] for b in val["recall"]["by_upper"] if b["low"] >= 0.5), None
+        summary["recall_all_units"] = val["recall_all_units"]
+        summary["shortlist_recall"] = val["shortlist_recall"]
+        summary["recall_in_shortlist"] = val["recall_in_shortlist"]["recall"]
+        summary["recall_scope"] = (
+            "recall_all_units: CHA's agonists over every unit of the searched layers (sampled outside "
+            "the shortlist when large), by observed effect bin; shortlist_recall: the candidates' share "
+            "of them; recall_in_shortlist: over the candidates only"
         )
         summary["cost_ratio"] = val["cost"]["cost_ratio"]
+        summary["cost_ratio_max"] = val["cost_ratio_max"]
         summary["wall_time_ratio"] = val["wall_seconds"]["ratio"]
     anchored = _maybe(rundir, "neuron_rules.json")
     if anchored is not None:

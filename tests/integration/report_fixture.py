@@ -21,13 +21,13 @@ from mecharule.io.rundir import SCHEMA_VERSION, write_json, write_parquet
 from mecharule.models.sites import Site
 from mecharule.search import (
     Query,
+    SearchConfig,
     SearchProblem,
     SliceCounts,
-    bound,
     brute_force,
-    recall_by_effect_bin,
     search,
 )
+from mecharule.search.population import validation_payload
 
 TASK_OPTIONS = {"operators": "+-*", "min_operand": 0, "max_operand": 99, "max_new_tokens": 6}
 N_ROWS = 600
@@ -198,34 +198,18 @@ def _localization(run_dir: Path, rule_text: str) -> None:
             "generated_rows": 300,
         },
     )
-    recall = recall_by_effect_bin(bf, cha)
     write_json(
         run_dir / "validation.json",
-        {
-            "problems": [
-                {
-                    "key": str(p.problem),
-                    "n_candidates": p.n_candidates,
-                    "bf_agonists": sorted(str(a.unit) for a in bf.agonists if a.problem == p.problem),
-                    "cha_agonists": sorted(str(a.unit) for a in cha.agonists if a.problem == p.problem),
-                    "recall": 1.0,
-                    "cha_group_evaluations": next(
-                        c.group_evaluations for c in cha.problems if c.problem == p.problem
-                    ),
-                    "bound": round(bound(len(PLANTED[str(p.problem)]), p.n_candidates), 1),
-                }
-                for p in bf.problems
-            ],
-            "recall": recall.to_dict(),
-            "cost": {
-                "cha_group_evaluations": cha.group_evaluations,
-                "bf_singleton_evaluations": bf.n_singletons,
-                "cost_ratio": round(cha.group_evaluations / bf.n_singletons, 4),
-                "note": "CHA / N",
-            },
-            "wall_seconds": {"cha": 1.5, "brute_force": 3.0, "ratio": 0.5},
-            "forwards": {"cha": 12, "brute_force": 40},
-        },
+        validation_payload(
+            cha,
+            bf,
+            brute_force([], synthetic_oracle),  # the search covered every unit: nothing outside the shortlist
+            regimes={p.problem: str(p.problem).split("/")[1] for p in bf.problems},
+            populations={p.problem: p.n_candidates for p in bf.problems},
+            config=SearchConfig(),
+            wall_seconds={"cha": 1.5, "brute_force": 3.0},
+            forwards={"cha": 12, "brute_force": 40},
+        ),
     )
 
 

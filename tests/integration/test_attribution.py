@@ -169,16 +169,17 @@ def test_select_candidates_count_fraction_zeros_and_ties():
     assert [str(s) for s in top] == ["L0.mlp[1]", "L1.mlp[0]", "L0.mlp[2]"]
     # |1.0| tie between L0[2] and L1[2]: (layer, index) order
     assert select_candidates(scores, "mlp", 4)[3] == Site(1, "mlp", 2)
-    assert len(select_candidates(scores, "mlp", 0.25)) == 2  # 25 % of 8 units
-    assert len(select_candidates(scores, "mlp", 0.3)) == 3  # rounded up
+    assert len(select_candidates(scores, "mlp", "25%")) == 2  # 25 % of 8 units
+    assert len(select_candidates(scores, "mlp", "30%")) == 3  # rounded up
+    assert len(select_candidates(scores, "mlp", "100%")) == 8  # every unit, zeros included
     assert len(select_candidates(scores, "mlp", 100)) == 6  # zeros excluded
     assert len(select_candidates(scores, "mlp", 100, include_zeros=True)) == 8
     assert select_candidates(scores, "mlp_out", 1) == [Site(0, "mlp_out", 1)]
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.5, float("nan")])
+@pytest.mark.parametrize("bad", [0, -1, 2.5, 0.5, 1.0, float("nan"), "0%", "120%", "half", "50", True])
 def test_select_candidates_rejects_bad_top_m(bad):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="top_m"):
         select_candidates(torch.ones(2, 3), "mlp", bad)
 
 

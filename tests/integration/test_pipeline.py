@@ -64,9 +64,46 @@ def test_every_stage_ran_and_wrote_its_artifacts(finished_run):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.6 <= summary["accuracy"] <= 0.9
     assert summary["n_rules"] >= 1 and summary["interventions"] > 0
-    assert "cost_ratio" in summary and 0 <= summary["recall"] <= 1
+    assert "cost_ratio" in summary and 0 <= summary["recall_in_shortlist"] <= 1
+    assert set(summary["recall_all_units"]) <= {"positive", "negative"}
+    for figures in (summary["recall_all_units"], summary["shortlist_recall"]):
+        for bins in figures.values():
+            assert set(bins) == {"0.5", "0.3", "0.2"}
+    assert summary["cost_ratio_max"] <= 1.05
     rules = json.loads((out / "rules.json").read_text())
     assert rules["metrics"]["test"]["mcc"] > rules["control"]["metrics"]["test"]["mcc"] + 0.3
+
+
+def test_validation_counts_strong_agonists_the_shortlist_dropped(finished_run):
+    """32 of 256 units are candidates: the all-units recall is below 1 where brute force over the
+    other 224 finds agonists, and each one it names really flips prompts when ablated alone."""
+    from mecharule.search.localize import prepare
+
+    out, config, _ = finished_run
+    validation = json.loads((out / "validation.json").read_text())
+    dropped = [(p, row) for p in validation["problems"] for row in p["agonists_outside_shortlist"]]
+    assert dropped, "expected strong agonists outside a 32-unit shortlist"
+    for problem in validation["problems"]:
+        assert problem["n_population"] == 256 and problem["exhaustive"]
+        for b in problem["bins"].values():
+            outside = len(b["agonists_outside_shortlist"])
+            assert b["outside_shortlist_estimate"] == outside  # exhaustive: counted, not estimated
+            if outside:
+                assert b["recall"] < 1 and b["shortlist_recall"] < 1
+                assert b["recall"] == round(b["found"] / (b["in_shortlist"] + outside), 4)
+    pipe = Pipeline(config, out)
+    att = config.attribution
+    setup = prepare(pipe.handle, pipe.task, out, pipe.localize_config, kind=att.unit_kind, top_m=att.top_m,
+                    method=att.methods[0], max_rules=config.rules.max_rules,
+                    min_coverage=config.rules.min_coverage, seed=config.seed)
+    problem, row = max(dropped, key=lambda item: item[1]["effect"])
+    layer, index = row["unit"].removeprefix("L").replace("]", "").split(".mlp[")
+    from mecharule.models.sites import Site
+
+    flips = setup.oracle.flips(problem["key"], [[Site(int(layer), "mlp", int(index))]])[0]
+    covered = setup.problems[problem["key"]].is_covered
+    rate = max(flips[covered].mean(), flips[~covered].mean())
+    assert rate == pytest.approx(row["effect"], abs=1e-6) and rate >= 0.2
 
 
 def test_rerun_skips_every_stage_and_keeps_results(finished_run):

@@ -12,7 +12,6 @@ Scores are signed (negative = the intervention is predicted to lower the answer'
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind, check_unit_kind
 from mecharule.registry import Registry
+from mecharule.shortlist import TopM, candidate_count
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,13 @@ def _attribute_eap_ig(handle: ModelHandle, request: AttributionRequest) -> torch
 
 
 def select_candidates(
-    scores: torch.Tensor, kind: UnitKind, top_m: float, include_zeros: bool = False
+    scores: torch.Tensor, kind: UnitKind, top_m: TopM, include_zeros: bool = False
 ) -> list[Site]:
     """The top-M units by |score|, largest first.
 
-    ``top_m >= 1`` is a count (an integer); ``0 < top_m < 1`` a fraction of all units (rounded up).
-    Exact zeros are excluded unless ``include_zeros``. Ties keep (layer, index) order.
+    ``top_m`` is a count (an int ``>= 1``) or a percentage of all units (``"50%"``, rounded up).
+    ``"100%"`` is every unit, zeros included; otherwise exact zeros are excluded unless
+    ``include_zeros``. Ties keep (layer, index) order.
     """
     kind = check_unit_kind(kind)
     values = scores.detach().double().cpu().numpy()
@@ -96,30 +97,22 @@ def select_candidates(
         raise ConfigError(f"scores must be [n_layers, width]; got shape {tuple(values.shape)}")
     if np.isnan(values).any():
         raise ConfigError("scores contain NaN; recompute the attribution (a NaN cannot be ranked)")
-    count = _candidate_count(top_m, values.size)
+    count = candidate_count(top_m, values.size)
     flat = np.abs(values).ravel()
     order = np.argsort(-flat, kind="stable")  # row-major: ties by layer, then index
-    if not include_zeros:
+    if not (include_zeros or (count == values.size and isinstance(top_m, str))):
         order = order[flat[order] > 0]
     width = values.shape[1]
     return [Site(int(i) // width, kind, int(i) % width) for i in order[:count]]
-
-
-def _candidate_count(top_m: float, n_units: int) -> int:
-    if not top_m > 0:
-        raise ConfigError(f"top_m={top_m!r}: use a count >= 1 or a fraction in (0, 1)")
-    if top_m < 1:
-        return max(1, math.ceil(top_m * n_units))
-    if top_m != int(top_m):
-        raise ConfigError(f"top_m={top_m!r}: a count must be a whole number (or a fraction below 1)")
-    return int(top_m)
 
 
 __all__ = [
     "ATTRIBUTORS",
     "AttributionRequest",
     "Attributor",
+    "TopM",
     "atp_scores",
+    "candidate_count",
     "eap_ig_scores",
     "select_candidates",
 ]

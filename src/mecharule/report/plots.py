@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mecharule.report.tables import THRESHOLDS, agonist_layer, bin_label
+from mecharule.report.tables import THRESHOLDS, agonist_layer
 
 BLUE, ORANGE, GREEN, GREY, RED = "#4c72b0", "#dd8452", "#55a868", "#8c8c8c", "#c44e52"
 
@@ -134,15 +134,22 @@ def plot_search_cost(validation: Mapping[str, Any]) -> Figure:
     left.set_ylabel("interventions")
     left.set_title("Search cost per rule × regime")
     left.legend(fontsize=7)
-    bins = (validation.get("recall") or {}).get("by_upper") or []
-    labels = [bin_label(float(b["low"]), float(b["high"])) for b in bins]
-    values = [b.get("recall") for b in bins]
-    bars = right.bar(np.arange(len(bins)), [0.0 if v is None else v for v in values], 0.6, color=GREEN)
-    _bar_labels(right, bars, [f"{b.get('n_found', 0)}/{b.get('n_reference', 0)}" for b in bins])
-    right.set_xticks(np.arange(len(bins)), labels)
+    groups = validation.get("all_units") or {}
+    regimes = sorted(groups)
+    edges = sorted({edge for bins in groups.values() for edge in bins}, key=float, reverse=True)
+    width = 0.8 / max(1, len(regimes))
+    for i, regime in enumerate(regimes):
+        cells = [groups[regime].get(e, {}) for e in edges]
+        values = [0.0 if c.get("recall") is None else c["recall"] for c in cells]
+        color = GREEN if regime == "positive" else RED
+        bars = right.bar(np.arange(len(edges)) + i * width, values, width, color=color, label=regime)
+        totals = [c.get("in_shortlist", 0) + c.get("outside_shortlist_estimate", 0) for c in cells]
+        _bar_labels(right, bars, [f"{c.get('found', 0)}/{t:g}" for c, t in zip(cells, totals, strict=True)])
+    right.set_xticks(np.arange(len(edges)) + width * (len(regimes) - 1) / 2, [f"≥ {e}" for e in edges])
     right.set_ylim(0, 1.15)
-    right.set_xlabel("brute-force effect (CP upper bound)")
-    right.set_ylabel("recall of CHA")
+    right.set_xlabel("observed flip rate of the unit alone (bin lower edge)")
+    right.set_ylabel("recall over all units")
+    right.legend(fontsize=7)
     right.set_title("Recall by effect bin")
     fig.tight_layout()
     return fig

@@ -34,6 +34,7 @@ from mecharule.report.tables import (
     FLIP_TARGETS,
     accuracy_by_group,
     agonists_table,
+    all_units_recall_table,
     behaviour_rules_table,
     binned_accuracy,
     cha_vs_bruteforce_table,
@@ -51,10 +52,13 @@ logger = logging.getLogger(__name__)
 
 RESERVED_COLUMNS = ("prompt", "answer", "label", "split")
 BIN_NOTE = (
-    "Recall = brute-force agonists that CHA also found. Bins are by the brute-force agonist's effect: "
-    "CP upper bound = the reference's max_effect (max over the covered and unrelated slices of the "
-    "one-sided Clopper–Pearson upper bound of the flip rate); point estimate = max observed flip rate. "
-    "Budget = CHA group evaluations / N singleton ablations."
+    "Scopes: 'recall in shortlist' counts brute-force agonists among the attribution candidates only; "
+    "'recall, all units' counts them among EVERY unit of the searched layers (all of them brute-forced "
+    "when few, else the candidates plus a seeded sample of the others, scaled up with a 95 % "
+    "Clopper–Pearson interval); 'shortlist recall' is the candidates' share of those. Effect = the "
+    "observed flip rate of the unit ablated alone, the larger of its covered and unrelated slices; a "
+    "bin '≥ 0.5' holds effects in [0.5, 1]. Cost = CHA group evaluations (audits included) / singleton "
+    "ablations of the same candidates; 'CHA saves? no' when that ratio is ≥ 0.9 (dense agonists)."
 )
 MAX_AGONIST_ROWS = 25
 MAX_ANCHORED_ROWS = 60
@@ -388,6 +392,8 @@ def _validation_parts(run: RunArtifacts) -> list[str]:
             wide=True,
         ),
         table(cha_vs_bruteforce_table(validation)),
+        heading("Recall over every unit of the searched layers", 4, "recall-all-units"),
+        table(all_units_recall_table(validation)),
         paragraph(BIN_NOTE, "note"),
         key_values(
             [
@@ -570,6 +576,7 @@ def report_tables(run: RunArtifacts) -> dict[str, pd.DataFrame]:
         tables["hq_counts"] = hq_counts_table(run.neuron_rules)
     if run.validation is not None:
         tables["cha_vs_bruteforce"] = cha_vs_bruteforce_table(run.validation)
+        tables["recall_all_units"] = all_units_recall_table(run.validation)
     if run.rules is not None:
         tables["behaviour_rules"] = behaviour_rules_table(run.rules)
     if run.localization is not None:

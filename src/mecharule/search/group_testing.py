@@ -19,6 +19,9 @@ Predicates (``SearchConfig.predicate``); ``U``/``L`` are one-sided Clopper–Pea
 
 * ``"ucb"`` (reference parity): strong iff ``U(covered) ≥ τ`` OR ``U(unrelated) ≥ τ``. The same
   statistic prunes groups and accepts singletons. A unit that only flips unrelated prompts counts.
+* ``"observed"``: PRUNING as ``ucb`` (the upper bound keeps every unit that could reach τ), but a
+  singleton is ACCEPTED only if its observed flip rate reaches τ on a slice: no unit that flips
+  12 % of prompts is reported because its upper bound touched 0.2.
 * ``"contrastive"``: PRUNING uses the covered slice only — a group is strong iff ``U(covered) ≥ τ``.
   ACCEPTANCE of a singleton needs that AND ``L(covered) − U(unrelated) ≥ contrast_margin`` (the
   Bonferroni-box lower bound on selectivity, 95 % at α_slice = 0.025; see :mod:`.stats`). The contrast
@@ -51,6 +54,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from mecharule.errors import ConfigError, DataError
+from mecharule.search.density import density_from_audit, density_from_groups, should_expand
 from mecharule.search.stats import adjusted_epsilon, cp_lower, cp_upper
 
 __all__ = [
@@ -80,9 +84,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Predicate = Literal["ucb", "contrastive"]
+Predicate = Literal["ucb", "contrastive", "observed"]
+PruneOn = Literal["changes", "flips"]
 Decision = Literal["split", "prune", "agonist", "catastrophic", "leaf_weak"]
-SplitStrategy = Literal["score_sign", "bisect_fallback", "bisect"]
+SplitStrategy = Literal["score_sign", "bisect_fallback", "bisect", "singletons", "nonmonotone"]
 
 
 @runtime_checkable
@@ -114,6 +119,8 @@ class SliceCounts:
     covered_n: int
     unrelated_flips: int
     unrelated_n: int
+    covered_changed: int | None = None
+    unrelated_changed: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("covered_flips", "covered_n", "unrelated_flips", "unrelated_n"):
@@ -125,6 +132,25 @@ class SliceCounts:
                                      (self.unrelated_flips, self.unrelated_n, "unrelated")):
             if not 0 <= flips <= n:
                 raise DataError(f"{slice_name} flips must satisfy 0 <= flips <= n; got {flips} of {n}")
+        for name, flips, n in (("covered_changed", self.covered_flips, self.covered_n),
+                               ("unrelated_changed", self.unrelated_flips, self.unrelated_n)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            object.__setattr__(self, name, operator.index(value))
+            if not flips <= value <= n:
+                raise DataError(f"SliceCounts.{name} must satisfy flips <= changed <= n (a flip changes the "
+                                f"answer); got {value} with {flips} flips of {n}")
+
+    @property
+    def covered_changes(self) -> int:
+        """Covered prompts whose answer changed (a superset of the flips; the flips if not measured)."""
+        return self.covered_flips if self.covered_changed is None else self.covered_changed
+
+    @property
+    def unrelated_changes(self) -> int:
+        """Unrelated prompts whose answer changed (the flips if not measured)."""
+        return self.unrelated_flips if self.unrelated_changed is None else self.unrelated_changed
 
     @property
     def catastrophic(self) -> bool:
@@ -189,6 +215,14 @@ class SearchConfig:
     large scores end up together) instead of a seeded shuffle (the reference); without scores the
     shuffle is used. ``budget``: cap on group evaluations; when reached the search stops and the
     result is marked truncated. ``seed`` seeds every shuffle (one stream per root).
+
+    ``prune_on``: the statistic that prunes groups. ``"changes"`` (default) counts prompts whose
+    answer changed at all, a superset of the flips that stays monotone where flips are not (ablating
+    a whole layer turns a wrong answer into another wrong one, while single units fix it);
+    ``"flips"`` is the reference. Singletons are always accepted on flips. ``audit``: singletons
+    drawn per root (seeded) and tested with it, to estimate how dense strong units are and to catch
+    a pruned group holding an accepted unit (non-monotone effects); ``expand_dense``: test a strong
+    group's units one by one when halving is not expected to be cheaper (:mod:`.density`).
     """
 
     predicate: Predicate = "ucb"
@@ -202,10 +236,17 @@ class SearchConfig:
     group_across_layers: bool = False
     budget: int | None = None
     seed: int = 0
+    prune_on: PruneOn = "changes"
+    audit: int = 8
+    expand_dense: bool = True
 
     def __post_init__(self) -> None:
-        if self.predicate not in ("ucb", "contrastive"):
-            raise ConfigError(f"predicate must be 'ucb' or 'contrastive'; got {self.predicate!r}")
+        if self.predicate not in ("ucb", "contrastive", "observed"):
+            raise ConfigError(f"predicate must be 'ucb', 'contrastive' or 'observed'; got {self.predicate!r}")
+        if self.prune_on not in ("changes", "flips"):
+            raise ConfigError(f"prune_on must be 'changes' or 'flips'; got {self.prune_on!r}")
+        if not isinstance(self.audit, int) or self.audit < 0:
+            raise ConfigError(f"audit must be a count of singletons per root (>= 0); got {self.audit!r}")
         if not 0.0 < self.tau < 1.0:
             raise ConfigError(f"tau must lie in (0, 1); got {self.tau!r} (reference: 0.2)")
         if not 0.0 < self.alpha_slice < 0.5:
@@ -235,7 +276,8 @@ class SliceEffect:
 class Evaluation:
     """Every statistic the predicates use, for one :class:`SliceCounts`.
 
-    ``strong`` is the pruning statistic's verdict (a group is split iff strong); ``accepted`` is the
+    ``strong`` is the pruning statistic's verdict (a group is split iff strong; on answer changes by
+    default, see :class:`SearchConfig`); ``accepted`` is the
     singleton acceptance verdict (before the catastrophic check). ``max_upper`` is the reference's
     ``max_effect``: the max over non-empty slices of the CP upper bound.
     """
@@ -277,10 +319,21 @@ def evaluate_counts(counts: SliceCounts, config: SearchConfig) -> Evaluation:
     covered_strong = covered.n > 0 and covered.upper >= tau
     unrelated_strong = unrelated.n > 0 and unrelated.upper >= tau
     contrast = covered.lower - unrelated.upper
-    if config.predicate == "ucb":
-        strong = accepted = covered_strong or unrelated_strong
+    if config.prune_on == "changes":
+        changed_cov = _slice_effect(counts.covered_changes, counts.covered_n, config.alpha_slice)
+        changed_unr = _slice_effect(counts.unrelated_changes, counts.unrelated_n, config.alpha_slice)
+        prune_cov = changed_cov.n > 0 and changed_cov.upper >= tau
+        prune_unr = changed_unr.n > 0 and changed_unr.upper >= tau
     else:
-        strong = covered_strong
+        prune_cov, prune_unr = covered_strong, unrelated_strong
+    if config.predicate == "ucb":
+        accepted = covered_strong or unrelated_strong
+        strong = prune_cov or prune_unr
+    elif config.predicate == "observed":
+        accepted = (covered.n > 0 and covered.rate >= tau) or (unrelated.n > 0 and unrelated.rate >= tau)
+        strong = prune_cov or prune_unr
+    else:
+        strong = prune_cov
         accepted = covered_strong and contrast >= config.contrast_margin
     uppers = [s.upper for s in (covered, unrelated) if s.n > 0]
     return Evaluation(covered, unrelated, tau, max(uppers, default=0.0), contrast,
@@ -305,6 +358,7 @@ class TraceRecord:
     decision: Decision
     split_strategy: SplitStrategy | None = None
     memo_hit: bool = False
+    audit: bool = False
 
     @property
     def size(self) -> int:
@@ -318,13 +372,15 @@ class TraceRecord:
             "units": [str(u) for u in self.units], "size": self.size,
             "covered_flips": self.counts.covered_flips, "covered_n": self.counts.covered_n,
             "unrelated_flips": self.counts.unrelated_flips, "unrelated_n": self.counts.unrelated_n,
+            "covered_changed": self.counts.covered_changes,
+            "unrelated_changed": self.counts.unrelated_changes,
             "covered_rate": ev.covered.rate, "covered_lower": ev.covered.lower,
             "covered_upper": ev.covered.upper,
             "unrelated_rate": ev.unrelated.rate, "unrelated_lower": ev.unrelated.lower,
             "unrelated_upper": ev.unrelated.upper, "max_upper": ev.max_upper,
             "contrast_lower": ev.contrast_lower, "selectivity": ev.selectivity, "tau": ev.tau,
             "strong": ev.strong, "decision": self.decision, "split_strategy": self.split_strategy,
-            "memo_hit": self.memo_hit,
+            "memo_hit": self.memo_hit, "audit": self.audit,
         }
 
 
@@ -369,8 +425,11 @@ class CatastrophicUnit:
 class ProblemStats:
     """Per-problem cost and outcome of one search.
 
-    ``group_evaluations`` counts oracle-evaluated groups (interventions); ``memo_hits`` singletons
-    answered from the memo; ``levels`` the oracle rounds the problem took part in (tree depth + 1).
+    ``group_evaluations`` counts oracle-evaluated groups (interventions, audits included);
+    ``memo_hits`` singletons answered from the memo; ``levels`` the oracle rounds the problem took
+    part in (tree depth + 1); ``audit_evaluations`` the audited singletons; ``expanded_groups`` the
+    strong groups tested unit by unit because halving would not have been cheaper;
+    ``nonmonotone_splits`` the weak groups split anyway because they hold an accepted unit.
     """
 
     problem: Hashable
@@ -380,6 +439,14 @@ class ProblemStats:
     levels: int
     n_agonists: int
     n_catastrophic: int
+    audit_evaluations: int = 0
+    expanded_groups: int = 0
+    nonmonotone_splits: int = 0
+
+    @property
+    def density(self) -> float | None:
+        """k/N: agonists found per candidate (None without candidates)."""
+        return self.n_agonists / self.n_candidates if self.n_candidates else None
 
 
 @dataclass(frozen=True)
@@ -419,12 +486,16 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class _Node:
-    """An open group: which problem, which root, how deep, which units (in their fixed order)."""
+    """An open group: which problem, which root, how deep, which units (in their fixed order).
+
+    ``audit`` marks a singleton drawn at level 0 to estimate the root's density (:mod:`.density`).
+    """
 
     problem_index: int
     root: str
     depth: int
     units: tuple[Unit, ...]
+    audit: bool = False
 
 
 @dataclass
@@ -434,7 +505,18 @@ class _State:
     records: list[TraceRecord] = field(default_factory=list)
     evaluations: list[int] = field(default_factory=list)
     memo_hits: list[int] = field(default_factory=list)
+    audits: list[int] = field(default_factory=list)
+    expanded: list[int] = field(default_factory=list)
+    rescued: list[int] = field(default_factory=list)
     oracle_calls: int = 0
+    # singletons decided in THIS search, per problem: never queued (or recorded) twice
+    decided: set[tuple[int, Unit]] = field(default_factory=set)
+    # per (problem, root): unit density estimated from the audit
+    audit_density: dict[tuple[int, str], float] = field(default_factory=dict)
+
+    @classmethod
+    def for_problems(cls, n: int) -> _State:
+        return cls(evaluations=[0] * n, memo_hits=[0] * n, audits=[0] * n, expanded=[0] * n, rescued=[0] * n)
 
 
 def _check_problems(problems: Sequence[SearchProblem]) -> tuple[SearchProblem, ...]:
@@ -449,10 +531,10 @@ def _check_problems(problems: Sequence[SearchProblem]) -> tuple[SearchProblem, .
     return problems
 
 
-def _root_rng(config: SearchConfig, problem: SearchProblem, root: str) -> np.random.Generator:
-    """One independent stream per (seed, problem key, root name), stable across processes, batches
-    and the presence of other layers."""
-    spawn_key = (zlib.crc32(str(problem.key).encode()), zlib.crc32(root.encode()))
+def _root_rng(config: SearchConfig, problem: SearchProblem, root: str, salt: int = 0) -> np.random.Generator:
+    """One independent stream per (seed, problem key, root name[, salt]), stable across processes,
+    batches and the presence of other layers."""
+    spawn_key = (zlib.crc32(str(problem.key).encode()), zlib.crc32(root.encode()), salt)
     return np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=spawn_key))
 
 
@@ -465,16 +547,25 @@ def _ordered(units: Sequence[Unit], problem: SearchProblem, config: SearchConfig
 
 
 def _roots(index: int, problem: SearchProblem, config: SearchConfig) -> list[_Node]:
-    """The depth-0 groups of one problem: one per layer (ascending) or one over all layers."""
+    """The level-0 nodes of one problem: one group per layer (ascending) or one over all layers, each
+    with its audit singletons. A root no larger than the audit is tested unit by unit instead."""
     if config.group_across_layers:
         groups = {"all": problem.candidates} if problem.candidates else {}
     else:
         layers = sorted({u.layer for u in problem.candidates})
         groups = {f"L{layer}": tuple(u for u in problem.candidates if u.layer == layer) for layer in layers}
-    return [
-        _Node(index, name, 0, _ordered(units, problem, config, _root_rng(config, problem, name)))
-        for name, units in groups.items()
-    ]
+    nodes = []
+    for name, units in groups.items():
+        ordered = _ordered(units, problem, config, _root_rng(config, problem, name))
+        if config.audit and len(ordered) <= config.audit + 1:
+            nodes += [_Node(index, name, 1, (u,), audit=True) for u in ordered]
+            continue
+        nodes.append(_Node(index, name, 0, ordered))
+        if config.audit:
+            rng = _root_rng(config, problem, name, salt=1)
+            pick = sorted(rng.choice(len(ordered), config.audit, replace=False))
+            nodes += [_Node(index, name, 1, (ordered[i],), audit=True) for i in pick]
+    return nodes
 
 
 def _split(node: _Node, problem: SearchProblem, config: SearchConfig) -> tuple[SplitStrategy, list[_Node]]:
@@ -512,7 +603,7 @@ def _call_oracle(oracle: Oracle, queries: Sequence[Query]) -> list[SliceCounts]:
     checked = []
     for answer in answers:
         if not isinstance(answer, SliceCounts):
-            if not (isinstance(answer, Sequence) and len(answer) == 4):
+            if not (isinstance(answer, Sequence) and len(answer) in (4, 6)):
                 raise DataError(f"oracle results must be SliceCounts; got {answer!r}")
             answer = SliceCounts(*answer)
         checked.append(answer)
@@ -548,11 +639,48 @@ def _evaluate_level(
     return answered
 
 
+@dataclass
+class _LevelView:
+    """What one level tells about each root: its strong groups and its audited singletons."""
+
+    groups: Counter[tuple[int, str]] = field(default_factory=Counter)
+    strong: Counter[tuple[int, str]] = field(default_factory=Counter)
+    sizes: Counter[tuple[int, str]] = field(default_factory=Counter)
+    audited: Counter[tuple[int, str]] = field(default_factory=Counter)
+    audited_strong: Counter[tuple[int, str]] = field(default_factory=Counter)
+
+    def add(self, node: _Node, evaluation: Evaluation) -> None:
+        root = (node.problem_index, node.root)
+        if len(node.units) > 1:
+            self.groups[root] += 1
+            self.strong[root] += evaluation.strong
+            self.sizes[root] += len(node.units)
+        elif node.audit:
+            self.audited[root] += 1
+            self.audited_strong[root] += evaluation.strong
+
+    def density(self, root: tuple[int, str], state: _State) -> float:
+        """The root's unit density: the larger of the audit's and this level's group estimate."""
+        estimate = state.audit_density.get(root, 0.0)
+        if self.groups[root] > 1:
+            mean_size = self.sizes[root] / self.groups[root]
+            estimate = max(estimate, density_from_groups(self.strong[root], self.groups[root], mean_size))
+        return estimate
+
+
 def _process_level(
     level: int, frontier: list[_Node], answered: dict[int, tuple[SliceCounts, bool]],
-    problems: tuple[SearchProblem, ...], config: SearchConfig, state: _State,
+    problems: tuple[SearchProblem, ...], config: SearchConfig, state: _State, memo: Memo,
 ) -> tuple[list[_Node], list[_Node]]:
     """Record a decision for every answered node; return (next frontier, unanswered nodes)."""
+    evaluations = {pos: evaluate_counts(counts, config) for pos, (counts, _hit) in answered.items()}
+    view = _LevelView()
+    for pos, evaluation in evaluations.items():
+        view.add(frontier[pos], evaluation)
+    for root, n in view.audited.items():
+        state.audit_density[root] = density_from_audit(view.audited_strong[root], n)
+    state.decided |= {(frontier[pos].problem_index, frontier[pos].units[0])
+                      for pos in answered if len(frontier[pos].units) == 1}
     next_frontier: list[_Node] = []
     unanswered: list[_Node] = []
     for pos, node in enumerate(frontier):
@@ -561,17 +689,45 @@ def _process_level(
             continue
         counts, memo_hit = answered[pos]
         problem = problems[node.problem_index]
-        evaluation = evaluate_counts(counts, config)
+        evaluation = evaluations[pos]
         decision = _decide(node.units, evaluation)
         strategy: SplitStrategy | None = None
+        if decision == "prune" and _holds_accepted(node, problem, config, memo):
+            decision, strategy = "split", "nonmonotone"
+            state.rescued[node.problem_index] += 1
         if decision == "split":
-            strategy, children = _split(node, problem, config)
-            next_frontier.extend(children)
+            strategy, children = _children(node, problem, config, state, view, memo, strategy)
+            next_frontier.extend(c for c in children
+                                 if len(c.units) > 1 or (c.problem_index, c.units[0]) not in state.decided)
+        if node.audit and not memo_hit:
+            state.audits[node.problem_index] += 1
         counter = state.memo_hits if memo_hit else state.evaluations
         counter[node.problem_index] += 1
         state.records.append(TraceRecord(problem.key, level, node.depth, node.root, node.units, counts,
-                                         evaluation, decision, strategy, memo_hit))
+                                         evaluation, decision, strategy, memo_hit, node.audit))
     return next_frontier, unanswered
+
+
+def _holds_accepted(node: _Node, problem: SearchProblem, config: SearchConfig, memo: Memo) -> bool:
+    """A weak group holding a singleton already known to be accepted: effects are not monotone here."""
+    return any(
+        (problem.key, unit) in memo and evaluate_counts(memo[(problem.key, unit)], config).accepted
+        for unit in node.units
+    )
+
+
+def _children(
+    node: _Node, problem: SearchProblem, config: SearchConfig, state: _State, view: _LevelView, memo: Memo,
+    forced: SplitStrategy | None,
+) -> tuple[SplitStrategy, list[_Node]]:
+    """Halves of a strong group, or its singletons where the root's density says halving costs more."""
+    if config.expand_dense and forced is None and len(node.units) > 2:
+        untested = sum((problem.key, u) not in memo for u in node.units)
+        if should_expand(len(node.units), untested, view.density((node.problem_index, node.root), state)):
+            state.expanded[node.problem_index] += 1
+            return "singletons", [_child(node, (u,)) for u in node.units]
+    strategy, children = _split(node, problem, config)
+    return forced or strategy, children
 
 
 def search(
@@ -585,23 +741,24 @@ def search(
     """Run CHA level-synchronously over many problems sharing one oracle.
 
     Each depth is ONE oracle call holding every open group of every problem (in problem, root,
-    left-to-right order). ``memo`` maps ``(problem key, unit)`` to a singleton's counts; it is read
-    and updated in place, so a singleton is never evaluated twice, even across calls (a memo is only
-    valid while each problem key keeps the same prompt slices and oracle settings). ``progress``
-    is called after each level with ``(group evaluations so far, groups open for the next level)``.
-    With ``config.budget``, the last affordable level is evaluated partially in frontier order and
-    the groups left over are returned in ``unexplored``.
+    left-to-right order); level 0 also holds each root's audit singletons. ``memo`` maps
+    ``(problem key, unit)`` to a singleton's counts; it is read and updated in place, so a singleton
+    is never evaluated twice, even across calls (a memo is only valid while each problem key keeps
+    the same prompt slices and oracle settings). ``progress`` is called after each level with
+    ``(group evaluations so far, groups open for the next level)``. With ``config.budget``, the last
+    affordable level is evaluated partially in frontier order and the groups left over are returned
+    in ``unexplored``.
     """
     config = config or SearchConfig()
     problems = _check_problems(problems)
     memo = {} if memo is None else memo
-    state = _State(evaluations=[0] * len(problems), memo_hits=[0] * len(problems))
+    state = _State.for_problems(len(problems))
     frontier = [node for i, p in enumerate(problems) for node in _roots(i, p, config)]
     level, unexplored = 0, []
     while frontier:
         remaining = None if config.budget is None else config.budget - sum(state.evaluations)
         answered = _evaluate_level(frontier, problems, oracle, memo, remaining, state)
-        frontier, unanswered = _process_level(level, frontier, answered, problems, config, state)
+        frontier, unanswered = _process_level(level, frontier, answered, problems, config, state, memo)
         logger.debug("CHA level %d: %d groups answered, %d open", level, len(answered), len(frontier))
         if progress is not None:
             progress(sum(state.evaluations), len(frontier))
@@ -629,7 +786,7 @@ def _result(problems: tuple[SearchProblem, ...], state: _State, unexplored: list
     n_catastrophic = Counter(index[c.problem] for c in catastrophic)
     stats = tuple(
         ProblemStats(p.key, len(p.candidates), state.evaluations[i], state.memo_hits[i], levels[i],
-                     n_agonists[i], n_catastrophic[i])
+                     n_agonists[i], n_catastrophic[i], state.audits[i], state.expanded[i], state.rescued[i])
         for i, p in enumerate(problems)
     )
     return SearchResult(
@@ -647,19 +804,21 @@ def _make_agonist(record: TraceRecord, problem: SearchProblem, ranks: Mapping[Un
                    problem.score(unit), ranks.get(unit))
 
 
-def bound(k: int, n: int) -> float:
-    """Intervention bound ``3·k·log2(N/k) + 2k`` for k agonists among N units in one root.
+def bound(k: int, n: int, audit: int = 0) -> float:
+    """Intervention bound ``3·k·log2(N/k) + 2k + 1 + audit`` for k strong units among N in one root.
 
     Adaptive binary splitting evaluates the root plus both children of every strong group; the
-    strong groups are the ancestors of the k agonists, at most ``k·log2(N/k) + k`` of them, so the
+    strong groups are the ancestors of the k strong units, at most ``k·log2(N/k) + k`` of them, so the
     cost is ≤ ``2k·log2(N/k) + 2k + 1``. The factor 3 leaves room for unbalanced halves (N not a
-    power of two) and the extra level of the sign split. For k = 0 it returns 1 (the root alone).
+    power of two) and the extra level of the sign split; ``audit`` adds the audited singletons. For
+    k = 0 it is the root plus the audit. "Strong" is judged by the pruning statistic (answer changes
+    by default), so k may exceed the number of agonists.
     """
     if n < 1 or not 0 <= k <= n:
         raise ConfigError(f"bound needs 0 <= k <= n and n >= 1; got k={k!r}, n={n!r}")
     if k == 0:
-        return 1.0
-    return 3.0 * k * math.log2(n / k) + 2.0 * k
+        return 1.0 + min(audit, n)
+    return 3.0 * k * math.log2(n / k) + 2.0 * k + 1.0 + min(audit, n)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -705,7 +864,7 @@ def brute_force(
     memo = {} if memo is None else memo
     todo = [Query(p.key, (u,)) for p in problems for u in p.candidates if (p.key, u) not in memo]
     size = chunk_size or max(len(todo), 1)
-    state = _State(evaluations=[0] * len(problems), memo_hits=[0] * len(problems))
+    state = _State.for_problems(len(problems))
     for start in range(0, len(todo), size):
         chunk = todo[start:start + size]
         state.oracle_calls += 1

@@ -39,6 +39,12 @@ class LocalizationSetup:
     oracle: EngineOracle
     tables: Mapping[SiteKey, ValueTable]
     disjuncts: list[dict[str, Any]]
+    all_units: list[Site]  # every unit of the searched kind in the model (validation's population)
+
+    def population(self, problem: SearchProblem) -> list[Site]:
+        """Every unit of the layers a problem's candidates come from."""
+        layers = {u.layer for u in problem.candidates}
+        return [u for u in self.all_units if u.layer in layers]
 
 
 def search_config(cfg: LocalizeConfig, seed: int) -> SearchConfig:
@@ -52,6 +58,9 @@ def search_config(cfg: LocalizeConfig, seed: int) -> SearchConfig:
         group_across_layers=cfg.group_across_layers,
         budget=cfg.budget,
         seed=seed,
+        prune_on=cfg.prune_on,
+        audit=cfg.audit,
+        expand_dense=cfg.expand_dense,
     )
 
 
@@ -61,18 +70,18 @@ def value_tables(
     return reference_tables(handle, behaviour, kind, cfg.ablation, cfg.n_reference, seed)
 
 
+def every_unit(handle: ModelHandle, kind: UnitKind) -> list[Site]:
+    width = handle.arch.width(kind)
+    return [Site(layer, kind, i) for layer in range(handle.arch.n_layers) for i in range(width)]
+
+
 def candidate_units(
-    run_dir: Path, rule_id: str, handle: ModelHandle, kind: UnitKind, top_m: float, method: str
+    run_dir: Path, rule_id: str, handle: ModelHandle, kind: UnitKind, top_m: int | str, method: str
 ) -> tuple[list[Site], dict[Site, float] | None]:
     """Attribution-ranked top-M candidates if ``attribute`` ran, else every unit of the kind (no scores)."""
     path = run_dir / "attribution" / f"rule_{rule_id}.safetensors"
     if not path.exists():
-        units = [
-            Site(layer, kind, i)
-            for layer in range(handle.arch.n_layers)
-            for i in range(handle.arch.width(kind))
-        ]
-        return units, None
+        return every_unit(handle, kind), None
     from safetensors.torch import load_file
 
     from mecharule.attribution import select_candidates
@@ -89,7 +98,7 @@ def prepare(
     cfg: LocalizeConfig,
     *,
     kind: UnitKind,
-    top_m: float,
+    top_m: int | str,
     method: str,
     max_rules: int,
     min_coverage: float,
@@ -126,7 +135,9 @@ def prepare(
         units, scores = candidate_units(run_dir, spec.rule_id, handle, kind, top_m, method)
         search_problems.append(SearchProblem(spec.key, units, scores))  # type: ignore[arg-type]
     oracle = EngineOracle(problems)  # type: ignore[arg-type]
-    return LocalizationSetup(specs, problems, search_problems, oracle, tables, list(disjuncts))
+    return LocalizationSetup(
+        specs, problems, search_problems, oracle, tables, list(disjuncts), every_unit(handle, kind)
+    )
 
 
 def run_search(

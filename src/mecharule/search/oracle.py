@@ -83,9 +83,16 @@ class EngineOracle:
 
     def flips(self, key: Hashable, groups: Sequence[Sequence[Site]]) -> np.ndarray:
         """``# [groups, prompts]`` bool: did the label change under ablation of each group?"""
+        return self.effects(key, groups)[0]
+
+    def effects(self, key: Hashable, groups: Sequence[Sequence[Site]]) -> tuple[np.ndarray, np.ndarray]:
+        """``# [groups, prompts]`` bool twice: did the label flip, did the answer change at all?"""
         problem = self.problems[key]
         outcome = problem.engine.run(groups)
-        return outcome.flips(problem.engine.baseline_labels)
+        changed = np.zeros(outcome.labels.shape, dtype=bool)
+        for g, p in outcome.changed_answers:
+            changed[g, p] = True
+        return outcome.flips(problem.engine.baseline_labels), changed
 
     def __call__(self, queries: Sequence[Query]) -> list[SliceCounts]:
         self.calls += 1
@@ -97,11 +104,12 @@ class EngineOracle:
         for key, indices in by_problem.items():
             problem = self.problems[key]
             groups = [[_as_site(u) for u in queries[i].units] for i in indices]
-            flips = self.flips(key, groups)
+            flips, changed = self.effects(key, groups)
             cov = problem.is_covered
-            for i, row in zip(indices, flips, strict=True):
+            for i, row, moved in zip(indices, flips, changed, strict=True):
                 results[i] = SliceCounts(
-                    int(row[cov].sum()), int(cov.sum()), int(row[~cov].sum()), int((~cov).sum())
+                    int(row[cov].sum()), int(cov.sum()), int(row[~cov].sum()), int((~cov).sum()),
+                    int(moved[cov].sum()), int(moved[~cov].sum()),
                 )
         return [r for r in results if r is not None]
 

@@ -99,6 +99,25 @@ SPECS: dict[str, OrganismSpec] = {
         training_pairs=_arithmetic_pairs,
         shape=ModelShape(d_model=32, d_mlp=128),
     ),
+    # A second arithmetic organism of another architecture and seed (trained with --seed 7): the
+    # localization benchmarks and tests check that nothing is tuned to the bundled Qwen2 one.
+    "arithmetic_gpt2": OrganismSpec(
+        name="arithmetic_gpt2",
+        task="arithmetic",
+        task_options={"operators": "+-*", "min_operand": 0, "max_operand": 99},
+        training_pairs=_arithmetic_pairs,
+        shape=ModelShape(architecture="gpt2", d_model=32, d_mlp=64),
+    ),
+    # Wider and deeper (4 layers x 512 = 2,048 MLP units): brute force over every unit is still
+    # affordable, and single units matter less, so this is where agonists can be sparse.
+    "arithmetic_wide": OrganismSpec(
+        name="arithmetic_wide",
+        task="arithmetic",
+        task_options={"operators": "+-*", "min_operand": 0, "max_operand": 99},
+        training_pairs=_arithmetic_pairs,
+        shape=ModelShape(architecture="llama", d_model=32, d_mlp=512, n_layers=4),
+        schedule=TrainingSchedule(steps=3000),
+    ),
     "hans_nli": OrganismSpec(
         name="hans_nli",
         task="hans_nli",

@@ -38,8 +38,17 @@ def build_model(shape: ModelShape, vocab_size: int, max_len: int, seed: int) -> 
         num_key_value_heads=shape.n_heads,
         max_position_embeddings=max_len,
         tie_word_embeddings=True,
+        **_architecture_options(shape),
     )
     return AutoModelForCausalLM.from_config(config)
+
+
+def _architecture_options(shape: ModelShape) -> dict[str, Any]:
+    """Config keys whose name differs by architecture (GPT-2 calls the MLP width ``n_inner``)."""
+    if shape.architecture == "gpt2":
+        return {"n_inner": shape.d_mlp, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+                "bos_token_id": None, "eos_token_id": None}
+    return {}
 
 
 def _encode_pairs(tok: Any, prompts: list[str], answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

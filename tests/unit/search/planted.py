@@ -102,3 +102,34 @@ def plant(
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(units), size=k, replace=False)
     return {units[i]: (float(rng.uniform(low, high)), unrelated) for i in sorted(chosen)}
+
+
+class DestructiveOracle(PlantedOracle):
+    """The negative regime's shape: flips are NOT monotone in the group, answer changes are.
+
+    Each planted unit flips a seeded Bernoulli(e_u) subset of prompts (as ``coupled``) and changes the
+    answer on a superset of it (its flips plus a Bernoulli(``change``) subset). A group of at least
+    ``destroy`` units breaks the model: every answer changes, none is fixed (ablating a whole layer
+    turns a wrong answer into another wrong one); a smaller group flips the union of its members'
+    flips and changes the union of their changes.
+    """
+
+    def __init__(
+        self, effects: Effects, destroy: int, change: float = 0.3, n: int = 64, seed: int = 0
+    ) -> None:
+        super().__init__(effects, n=n, mode="coupled", seed=seed)
+        rng = np.random.default_rng(seed + 1)
+        self.destroy = destroy
+        self.changes = {key: (cov | (rng.random(n) < change), unr | (rng.random(n) < change))
+                        for key, (cov, unr) in self.masks.items()}
+
+    def _counts(self, query: Query) -> SliceCounts:
+        if len(query.units) >= self.destroy:
+            return SliceCounts(0, self.n, 0, self.n, self.n, self.n)
+        planted = self.effects.get(query.problem, {})
+        masks = [np.zeros(self.n, bool) for _ in range(4)]
+        for u in (u for u in query.units if u in planted):
+            for i, mask in enumerate((*self.masks[(query.problem, u)], *self.changes[(query.problem, u)])):
+                masks[i] |= mask
+        cov, unr, cov_changed, unr_changed = (int(m.sum()) for m in masks)
+        return SliceCounts(cov, self.n, unr, self.n, cov_changed, unr_changed)

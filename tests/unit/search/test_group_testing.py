@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,6 +24,9 @@ from mecharule.search import (
     brute_force,
     search,
 )
+
+#: The plain halving tree (the reference): no audit, no expansion of dense groups.
+TREE = SearchConfig(audit=0, expand_dense=False)
 
 
 def agonist_units(result, problem="p") -> set[U]:
@@ -48,7 +52,7 @@ def test_planted_agonists_found_within_the_bound_single_layer(n: int, k: int, wi
         scores = random_scores(units, seed) if with_scores else None
         result = search([SearchProblem("p", units, scores)], oracle, SearchConfig(seed=seed))
         assert agonist_units(result) == set(effects)
-        assert result.group_evaluations <= bound(k, n)
+        assert result.group_evaluations <= bound(k, n, audit=SearchConfig().audit)
         assert not result.truncated
 
 
@@ -60,7 +64,7 @@ def test_planted_agonists_found_within_the_bound_across_layers(n: int) -> None:
     config = SearchConfig(group_across_layers=True, seed=1)
     result = search([SearchProblem("p", units)], oracle, config)
     assert agonist_units(result) == set(effects)
-    assert result.group_evaluations <= bound(5, n)
+    assert result.group_evaluations <= bound(5, n, audit=SearchConfig().audit)
     assert [r.root for r in result.trace if r.depth == 0] == ["all"]
 
 
@@ -79,8 +83,9 @@ def test_monotone_oracle_cha_finds_exactly_the_brute_force_agonists(
     assert {c.unit for c in cha.catastrophic} == {c.unit for c in bf.catastrophic}
 
 
-def test_non_monotone_cancellation_breaks_the_guarantee() -> None:
-    """Two units that are each strong alone but cancel inside any group holding both are missed."""
+def test_non_monotone_cancellation_breaks_the_reference_tree() -> None:
+    """Two units that are each strong alone but cancel inside any group holding both are missed by the
+    plain tree (no audit): the root shows no effect and is pruned."""
     units = layer_units(16)
     a, b = units[3], units[9]
     oracle = CancellingOracle({"p": {a: (0.5, 0.0), b: (0.5, 0.0)}}, mode="coupled", seed=0)
@@ -88,9 +93,30 @@ def test_non_monotone_cancellation_breaks_the_guarantee() -> None:
     problem = SearchProblem("p", units)
     bf = brute_force([problem], oracle)
     assert agonist_units(bf) == {a, b}  # each one alone is a strong agonist
-    cha = search([problem], oracle, SearchConfig(seed=0))
-    assert agonist_units(cha) == set()  # the root shows no effect and is pruned: both missed
+    cha = search([problem], oracle, TREE)
+    assert agonist_units(cha) == set()
     assert [r.decision for r in cha.trace] == ["prune"]
+
+
+def test_the_audit_rescues_a_weak_group_holding_an_accepted_unit() -> None:
+    """With the audit, a pruned root that holds an audited agonist is split instead; once one of the
+    two cancelling units is audited both are found, and the rescue is counted."""
+    units = layer_units(16)
+    a, b = units[3], units[9]
+    hit = 0
+    for seed in range(12):
+        oracle = CancellingOracle({"p": {a: (0.5, 0.0), b: (0.5, 0.0)}}, mode="coupled", seed=0)
+        oracle.masks[("p", b)] = oracle.masks[("p", a)]
+        cha = search([SearchProblem("p", units)], oracle, SearchConfig(seed=seed))
+        audited = {r.units[0] for r in cha.trace if r.audit}
+        if audited & {a, b}:
+            hit += 1
+            assert agonist_units(cha) == {a, b}
+            assert cha.problems[0].nonmonotone_splits >= 1
+            assert any(r.split_strategy == "nonmonotone" for r in cha.trace)
+        else:
+            assert agonist_units(cha) == set()
+    assert hit >= 6  # the audit draws half the units: most seeds hit one of the two
 
 
 # ---------------------------------------------------------------- level-synchronous batching
@@ -102,10 +128,10 @@ def test_each_depth_is_one_oracle_call_holding_every_problem_and_layer() -> None
     oracle = PlantedOracle(effects)
     problems = [SearchProblem(key, units) for key in effects]
     result = search(problems, oracle, SearchConfig(seed=5))
-    depths = sorted({r.depth for r in result.trace})
-    assert result.oracle_calls == len(oracle.calls) == len(depths)
-    for depth, call in zip(depths, oracle.calls, strict=True):
-        expected = [(r.problem, r.units) for r in result.trace if r.depth == depth]
+    levels = sorted({r.level for r in result.trace})
+    assert result.oracle_calls == len(oracle.calls) == len(levels)
+    for level, call in zip(levels, oracle.calls, strict=True):
+        expected = [(r.problem, r.units) for r in result.trace if r.level == level and not r.memo_hit]
         assert [(q.problem, q.units) for q in call] == expected
     first = oracle.calls[0]
     assert {q.problem for q in first} == {"r1", "r2"}
@@ -119,7 +145,7 @@ def test_each_depth_is_one_oracle_call_holding_every_problem_and_layer() -> None
 
 def test_roots_are_per_layer_by_default() -> None:
     units = [U(layer, i) for layer in (2, 0, 1) for i in range(8)]
-    result = search([SearchProblem("p", units)], PlantedOracle({"p": {}}))
+    result = search([SearchProblem("p", units)], PlantedOracle({"p": {}}), TREE)
     assert [r.root for r in result.trace] == ["L0", "L1", "L2"]
     assert all(len({u.layer for u in r.units}) == 1 for r in result.trace)
     assert result.oracle_calls == 1 and result.agonists == ()
@@ -155,7 +181,8 @@ def test_no_singleton_is_queried_twice_even_across_calls_sharing_a_memo() -> Non
     hits = [r for r in second.trace if r.memo_hit]
     assert hits and all(r.size == 1 for r in hits)
     assert second.problems[0].memo_hits == len(hits)
-    assert second.group_evaluations == first.group_evaluations - len(hits)
+    # a known singleton costs nothing, so the second search may also expand more groups into them
+    assert second.group_evaluations <= first.group_evaluations - len(hits)
     assert len(oracle.calls) - calls_after_first <= first.oracle_calls
     known = len(memo)
     bf = brute_force([problem], oracle, memo=memo)
@@ -188,8 +215,8 @@ def test_contrastive_predicate_rejects_a_unit_that_flips_both_slices_equally() -
     selective, unselective, unrelated_only = units[1], units[6], units[12]
     effects = {selective: (0.5, 0.0), unselective: (0.5, 0.5), unrelated_only: (0.0, 0.5)}
     oracle = PlantedOracle({"p": effects})
-    ucb = search([SearchProblem("p", units)], oracle, SearchConfig())
-    contrastive = search([SearchProblem("p", units)], oracle, SearchConfig(predicate="contrastive"))
+    ucb = search([SearchProblem("p", units)], oracle, TREE)
+    contrastive = search([SearchProblem("p", units)], oracle, replace(TREE, predicate="contrastive"))
     assert agonist_units(ucb) == set(effects)  # reference parity: max over slices
     assert agonist_units(contrastive) == {selective}
     rejected = next(r for r in contrastive.trace if r.units == (unselective,))
@@ -239,7 +266,7 @@ def test_root_split_by_attribution_sign_then_halves() -> None:
     units = layer_units(16)
     scores = {u: (1.0 if u.index % 2 else -1.0) * (u.index + 1) for u in units}
     oracle = PlantedOracle({"p": {units[3]: (0.6, 0.0), units[4]: (0.6, 0.0)}})
-    result = search([SearchProblem("p", units, scores)], oracle)
+    result = search([SearchProblem("p", units, scores)], oracle, TREE)
     root = result.trace[0]
     assert root.depth == 0 and root.split_strategy == "score_sign"
     left, right = (r.units for r in result.trace if r.depth == 1)
@@ -263,10 +290,11 @@ def test_order_by_score_groups_high_scores_and_shuffle_is_seeded() -> None:
     units = layer_units(64)
     scores = {u: float(u.index) for u in units}
     oracle = PlantedOracle({"p": {units[63]: (0.6, 0.0), units[62]: (0.6, 0.0)}})
-    ordered = search([SearchProblem("p", units, scores)], oracle, SearchConfig(sign_split_first=False))
+    ordered = search([SearchProblem("p", units, scores)], oracle, replace(TREE, sign_split_first=False))
     assert ordered.trace[0].units == tuple(reversed(units))
     assert ordered.group_evaluations == 1 + 2 * math.ceil(math.log2(64 / 2)) + 2  # both agonists share a path
-    shuffled = search([SearchProblem("p", units, scores)], oracle, SearchConfig(order_by_score=False, seed=3))
+    shuffle = replace(TREE, order_by_score=False, seed=3)
+    shuffled = search([SearchProblem("p", units, scores)], oracle, shuffle)
     assert shuffled.trace[0].units != ordered.trace[0].units
     assert agonist_units(shuffled) == agonist_units(ordered) == {units[62], units[63]}
 
@@ -346,9 +374,11 @@ def test_invalid_problems_configs_and_oracles_are_rejected() -> None:
 
 
 def test_bound_formula() -> None:
-    assert bound(1, 1) == 2.0
-    assert bound(4, 1024) == pytest.approx(3 * 4 * 8 + 8)
+    assert bound(1, 1) == 3.0
+    assert bound(4, 1024) == pytest.approx(3 * 4 * 8 + 8 + 1)
+    assert bound(4, 1024, audit=8) == pytest.approx(3 * 4 * 8 + 8 + 1 + 8)
     assert bound(0, 100) == 1.0
+    assert bound(0, 100, audit=8) == 9.0
     with pytest.raises(ConfigError):
         bound(5, 4)
 

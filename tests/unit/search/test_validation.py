@@ -66,7 +66,8 @@ def test_recall_reports_misses_of_a_non_monotone_oracle() -> None:
     oracle = CancellingOracle({"p": {a: (0.7, 0.0), b: (0.7, 0.0)}}, mode="coupled", seed=0)
     oracle.masks[("p", b)] = oracle.masks[("p", a)]
     problem = SearchProblem("p", units)
-    report = recall_by_effect_bin(brute_force([problem], oracle), search([problem], oracle))
+    tree = SearchConfig(audit=0, expand_dense=False)  # the plain tree: nothing catches the cancellation
+    report = recall_by_effect_bin(brute_force([problem], oracle), search([problem], oracle, tree))
     assert report.recall == 0.0 and report.n_reference == 2
     (top,) = [x for x in report.by_upper if x.n_reference]
     assert set(top.missed) == {("p", a), ("p", b)}
@@ -92,7 +93,16 @@ def test_contrastive_brute_force_uses_the_same_predicate() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["mecharule.search", "mecharule.search.group_testing", "mecharule.search.stats"]
+    "module",
+    [
+        "mecharule.search",
+        "mecharule.search.group_testing",
+        "mecharule.search.stats",
+        "mecharule.search.density",
+        "mecharule.search.population",
+        "mecharule.shortlist",
+        "mecharule.config",
+    ],
 )
 def test_search_core_imports_no_torch(module: str) -> None:
     code = f"import sys, {module}; sys.exit(int(any(m in sys.modules for m in ('torch', 'transformers'))))"

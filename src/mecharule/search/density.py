@@ -1,0 +1,71 @@
+"""When group testing pays: the expected cost of CHA on a group versus testing its units one by one.
+
+CHA saves interventions only where strong units are sparse. With a share ``p`` of strong units placed
+at random in a group of ``n``, a node of size ``s`` is strong with probability ``1 − (1 − p)^s`` and
+every strong node costs its two children, so splitting a group that is already known to be strong
+costs, in expectation,
+
+    E(n, p) = 2 + Σ_{d=2}^{⌈log2 n⌉} 2^d · (1 − (1 − p)^(n / 2^(d−1)))
+
+evaluations (its two children always, then the children of each strong node), versus ``n`` for
+its singletons. :func:`expected_split_cost` computes it (an upper
+estimate when the attribution order puts strong units together, as it does by default).
+
+The search estimates ``p`` from data it already has, never from extra interventions except the
+audit: at the root, from a seeded sample of singletons (the *audit*, which brute force would have
+evaluated too, so they are reused, never wasted); below the root, from the share of strong groups
+among the root's groups evaluated at the last level (``f = 1 − (1 − p)^s`` solved for ``p``). A
+group whose expected split cost reaches the cost of its untested singletons is *expanded*: its
+units are tested one by one. So on any root CHA costs at most its singletons plus the groups it
+evaluated before it expanded (see ``docs/concepts/localization.md``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy.stats import beta
+
+__all__ = ["density_from_audit", "density_from_groups", "expected_split_cost", "should_expand"]
+
+
+def expected_split_cost(n: int, p: float) -> float:
+    """Expected evaluations to resolve a strong group of ``n`` units by halving, at unit density ``p``."""
+    if n <= 1:
+        return 0.0
+    p = min(max(p, 0.0), 1.0)
+    total, size, width = 2.0, n / 2.0, 4
+    while size > 1.0:
+        total += width * (1.0 - (1.0 - p) ** size)
+        size /= 2.0
+        width *= 2
+    return total
+
+
+#: Estimates are the lower ``CAUTION`` quantile of the Jeffreys posterior: a small audit that happens
+#: to draw two strong units of a sparse root must not turn the search into brute force.
+CAUTION = 0.2
+
+
+def _cautious_share(hits: int, n: int) -> float:
+    return float(beta.ppf(CAUTION, hits + 0.5, n - hits + 0.5)) if n > 0 else 0.0
+
+
+def density_from_audit(n_strong: int, n_audited: int) -> float:
+    """Share of strong units, from an audit of singletons (cautious: a posterior lower quantile)."""
+    return _cautious_share(n_strong, n_audited)
+
+
+def density_from_groups(n_strong: int, n_groups: int, mean_size: float) -> float:
+    """Unit density ``p`` that makes ``n_strong`` of ``n_groups`` random groups of ``mean_size`` strong."""
+    if n_groups <= 0 or mean_size <= 0:
+        return 0.0
+    share = _cautious_share(n_strong, n_groups)
+    return 1.0 - (1.0 - share) ** (1.0 / mean_size)
+
+
+def should_expand(n_units: int, n_untested: int, p: float) -> bool:
+    """Test a strong group's units one by one when halving is not expected to be cheaper."""
+    if n_units <= 2:
+        return True  # two children of size 1 ARE the singletons
+    return expected_split_cost(n_units, p) >= n_untested or math.isclose(p, 1.0)
