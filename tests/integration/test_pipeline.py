@@ -103,7 +103,7 @@ def test_validation_counts_strong_agonists_the_shortlist_dropped(finished_run):
     flips = setup.oracle.flips(problem["key"], [[Site(int(layer), "mlp", int(index))]])[0]
     covered = setup.problems[problem["key"]].is_covered
     rate = max(flips[covered].mean(), flips[~covered].mean())
-    assert rate == pytest.approx(row["effect"], abs=1e-6) and rate >= 0.2
+    assert rate == pytest.approx(row["effect"], abs=1e-4) and rate >= 0.2  # rounded to 4 places
 
 
 def test_rerun_skips_every_stage_and_keeps_results(finished_run):
