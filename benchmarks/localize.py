@@ -4,7 +4,8 @@ and size, CHA's recall over all units per regime and predicate, its cost and wal
 Per model (default: the bundled ``zoo:arithmetic`` (Qwen2, 256 units), ``zoo:arithmetic_gpt2``
 (GPT-2, seed 7, 128 units) and ``zoo:arithmetic_wide`` (Llama, 4 x 512 = 2,048 units)):
 
-1. a run directory with behaviour, rules and attribution by AtP and EAP-IG (made once, reused);
+1. a run directory with behaviour, rules and attribution by AtP, AtP+GradDrop and EAP-IG (made once,
+   reused);
 2. every unit of the model ablated alone on every problem (brute force over the population): the
    reference. Its counts do not depend on the predicate, so each predicate's reference agonists come
    from the same sweep;
@@ -47,13 +48,13 @@ from mecharule.search.localize import LocalizationSetup, prepare, search_config
 from mecharule.search.population import PopulationProblem, by_regime, effect
 
 MODELS = ("zoo:arithmetic", "zoo:arithmetic_gpt2", "zoo:arithmetic_wide")
-METHODS = ("atp", "eap_ig")
+METHODS = ("atp", "atp_gd", "eap_ig")
 SHORTLISTS = ("10%", "25%", "50%", "75%", "100%")
 PREDICATES = ("ucb", "contrastive", "observed")
 
 
 def run_dir_for(model: str, out: Path) -> tuple[Pipeline, RunConfig]:
-    """Behaviour, rules and attribution (AtP + EAP-IG) for ``model``; reused when present."""
+    """Behaviour, rules and attribution (every method of ``METHODS``) for ``model``; reused when present."""
     config = load_config(None, {"model.name": model, "attribution.methods": list(METHODS)})
     pipe = Pipeline(config, out / model.replace(":", "_"))
     for stage in ("measure", "rules", "attribute"):
@@ -196,6 +197,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("/tmp/mecharule-bench-localize"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--skip-cha", action="store_true", help="shortlist recall only")
     args = parser.parse_args()
     results: dict[str, Any] = {}
     for model in args.models:
@@ -208,7 +210,7 @@ def main() -> None:
         )
         n_units = len(setup.all_units)
         short = shortlist_table(pipe, setup, population, kind)
-        cha = cha_rows(pipe, setup, population, config, kind)
+        cha = [] if args.skip_cha else cha_rows(pipe, setup, population, config, kind)
         results[model] = {
             "n_units": n_units,
             "shortlist": short,

@@ -60,7 +60,7 @@ class RulesConfig(_Frozen):
 
 
 class AttributionConfig(_Frozen):
-    methods: tuple[Literal["atp", "eap_ig"], ...] = ("atp",)
+    methods: tuple[Literal["atp", "atp_gd", "eap_ig"], ...] = ("atp",)
     unit_kind: Literal["mlp", "mlp_out"] = "mlp"
     n_pairs: int = Field(128, ge=1)
     ig_steps: int = Field(8, ge=1)
@@ -72,7 +72,7 @@ class AttributionConfig(_Frozen):
     @classmethod
     def _check_top_m(cls, value: int | str) -> int | str:
         candidate_count(value, 100)  # raises a ConfigError naming both accepted forms
-        return value
+        return int(value) if isinstance(value, float) else value
 
 
 class LocalizeConfig(_Frozen):
@@ -85,7 +85,11 @@ class LocalizeConfig(_Frozen):
     sampling_pool: int = Field(4096, ge=16, description="TRAIN rows embedded and clustered for sampling")
     n_clusters: int = Field(16, ge=1)
     regimes: tuple[Literal["positive", "negative"], ...] = ("positive", "negative")
-    predicate: Literal["ucb", "contrastive", "observed"] = "ucb"
+    predicate: Literal["ucb", "contrastive", "observed"] = Field(
+        "observed",
+        description="singletons accepted on the observed flip rate (default), its CP upper bound (ucb, "
+        "the reference) or the selectivity bound (contrastive); groups are pruned on the upper bound",
+    )
     tau: float = Field(0.2, gt=0.0, lt=1.0)
     alpha_slice: float = Field(0.025, gt=0.0, lt=0.5)
     sign_split_first: bool = True

@@ -9,8 +9,10 @@ from mecharule.errors import ConfigError
 TopM = int | str
 
 
-def candidate_count(top_m: TopM, n_units: int) -> int:
+def candidate_count(top_m: TopM | float, n_units: int) -> int:
     """How many of ``n_units`` a ``top_m`` setting keeps: a count, or a percentage such as ``"50%"``."""
+    if isinstance(top_m, float) and top_m.is_integer() and top_m > 1:
+        top_m = int(top_m)  # a count written as 128.0 (JSON of older versions): unambiguous
     if isinstance(top_m, bool) or not isinstance(top_m, (int, str)):
         raise ConfigError(
             f"top_m={top_m!r}: give a count of units (an integer, e.g. 128) or a percentage of all "

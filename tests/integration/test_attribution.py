@@ -89,6 +89,39 @@ def test_atp_equals_first_order_taylor_estimate(tiny, kind, positions):
     assert count_hooks(tiny) == 0
 
 
+@pytest.mark.parametrize("model_type", ["qwen2", "gpt2"])
+def test_graddrop_keeps_last_layer_atp_and_drops_one_path_per_block(char_tokenizer, model_type):
+    """Last-layer units: GradDrop = plain AtP (every dropped block lies upstream). A layer-0 unit of a
+    3-layer model: the mean of |AtP| with block 1 dropped and with block 2 dropped, computed here
+    from gradients taken by hand; inside ``gradient_dropped(l)`` block l's own units get no gradient."""
+    from mecharule.attribution.atp_graddrop import atp_graddrop_scores, gradient_dropped
+    from mecharule.attribution.gradients import activations_and_gradients
+    from mecharule.models.architectures import decoder_layers
+
+    model = tiny_model(model_type, vocab_size=len(char_tokenizer), seed=2, num_hidden_layers=3).double()
+    handle = handle_from_model(model, char_tokenizer, name=f"tiny-{model_type}")
+    keys = [(layer, "mlp") for layer in range(3)]
+    tables = mean_tables(handle, keys, REF_PROMPTS, REF_ANSWERS)
+    plain = atp_scores(handle, PROMPTS, ANSWERS, tables, "mlp", batch_size=len(PROMPTS))
+    graddrop = atp_graddrop_scores(handle, PROMPTS, ANSWERS, tables, "mlp", batch_size=len(PROMPTS))
+    assert torch.allclose(graddrop[2], plain[2], rtol=1e-6, atol=1e-12)
+    block = teacher_forced_block(handle, PROMPTS, ANSWERS)
+    gate = position_gate(block.rel, "decode")[..., None]
+    per_drop = []
+    for dropped in (1, 2):
+        with gradient_dropped(handle, dropped):
+            acts, grads, _ = activations_and_gradients(handle, block, keys)
+        assert grads[(dropped, "mlp")].abs().max() == 0  # its own units reach the metric only through it
+        delta = tables[(0, "mlp")].lookup(block.rel) - acts[(0, "mlp")]
+        per_drop.append((delta * grads[(0, "mlp")] * gate).sum((0, 1)) / len(PROMPTS))
+    expected = (per_drop[0].abs() + per_drop[1].abs()) / 2
+    assert torch.allclose(graddrop[0].abs().double(), expected, rtol=1e-5, atol=1e-10)
+    assert not torch.allclose(graddrop[0], plain[0])  # dropping a path changes the layer-0 estimate
+    assert ((graddrop < 0) == (plain < 0)).all()  # the sign is plain AtP's
+    layers = decoder_layers(handle.model, handle.arch.row)
+    assert all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
+
+
 def test_atp_gradient_is_not_zero_at_the_clean_point(tiny):
     """The metric is a log-prob, not a KL to the clean distribution: clean-point gradients exist."""
     keys = [(layer, "mlp") for layer in range(2)]

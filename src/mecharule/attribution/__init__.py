@@ -4,7 +4,8 @@ Methods (one per file, formula and cost in each docstring), registered in :data:
 common call ``attributor(handle, request) -> Tensor[n_layers, width]``:
 
 * ``atp`` — attribution patching toward the ablation values (:func:`atp_scores`);
-* ``eap_ig`` — EAP-IG-inputs on clean/corrupted prompt pairs (:func:`eap_ig_scores`).
+* ``eap_ig`` — EAP-IG-inputs on clean/corrupted prompt pairs (:func:`eap_ig_scores`);
+* ``atp_gd`` — AtP with AtP*'s GradDrop correction for cancelling paths (:func:`atp_graddrop_scores`).
 
 Scores are signed (negative = the intervention is predicted to lower the answer's log-prob);
 :func:`select_candidates` ranks by magnitude.
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from mecharule.attribution.atp import atp_scores
+from mecharule.attribution.atp_graddrop import atp_graddrop_scores
 from mecharule.attribution.eap_ig import eap_ig_scores
 from mecharule.errors import ConfigError
 from mecharule.interventions.hooks import SiteKey
@@ -53,6 +55,21 @@ def _attribute_atp(handle: ModelHandle, request: AttributionRequest) -> torch.Te
     if request.tables is None:
         raise ConfigError("attributor 'atp' needs ablation value tables (request.tables); none were given")
     return atp_scores(
+        handle,
+        request.prompts,
+        request.answers,
+        request.tables,
+        request.kind,
+        request.positions,
+        request.batch_size,
+    )
+
+
+@ATTRIBUTORS.register("atp_gd")
+def _attribute_atp_graddrop(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
+    if request.tables is None:
+        raise ConfigError("attributor 'atp_gd' needs ablation value tables (request.tables); none were given")
+    return atp_graddrop_scores(
         handle,
         request.prompts,
         request.answers,
@@ -111,6 +128,7 @@ __all__ = [
     "AttributionRequest",
     "Attributor",
     "TopM",
+    "atp_graddrop_scores",
     "atp_scores",
     "candidate_count",
     "eap_ig_scores",

@@ -107,7 +107,8 @@ def attribute_rules(
         behaviour = read_parquet(root / "behaviour.parquet")
     behaviour = behaviour.reset_index(drop=True)
     pool = _eligible_pool(handle, behaviour, regime, n_pairs, seed)
-    tables = _reference_tables(handle, behaviour, kind, n_reference, seed) if "atp" in methods else None
+    needs_tables = any(m in ("atp", "atp_gd") for m in methods)
+    tables = _reference_tables(handle, behaviour, kind, n_reference, seed) if needs_tables else None
     results = []
     pools: dict[str, _Pool | None] = {regime: pool}
     for rule in rules:

@@ -330,7 +330,8 @@ def evaluate_counts(counts: SliceCounts, config: SearchConfig) -> Evaluation:
         accepted = covered_strong or unrelated_strong
         strong = prune_cov or prune_unr
     elif config.predicate == "observed":
-        accepted = (covered.n > 0 and covered.rate >= tau) or (unrelated.n > 0 and unrelated.rate >= tau)
+        # the observed rate is compared with τ itself: the slice-size adjustment of τ is for bounds
+        accepted = any(s.n > 0 and s.rate >= config.tau for s in (covered, unrelated))
         strong = prune_cov or prune_unr
     else:
         strong = prune_cov
