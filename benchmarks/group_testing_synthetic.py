@@ -84,6 +84,10 @@ class Row:
         return self.mean_evaluations / self.n
 
 
+#: Audited singletons per root at most (the root's audit and up to three more rounds).
+MAX_AUDIT = 4 * SearchConfig().audit
+
+
 def run_case(n: int, k: int, repeats: int, seed: int) -> Row:
     """Mean and worst CHA cost over ``repeats`` planted sets; recall against brute force."""
     units = [Neuron(0, i) for i in range(n)]
@@ -106,7 +110,7 @@ def run_case(n: int, k: int, repeats: int, seed: int) -> Row:
         float(np.mean(evaluations)),
         int(max(evaluations)),
         float(np.mean(levels)),
-        bound(k, n),
+        bound(k, n, audit=MAX_AUDIT),
         found / reference if reference else float("nan"),
         seconds / repeats,
     )
@@ -150,11 +154,11 @@ def plot(rows: Sequence[Row], out: Path) -> None:
         grid = np.geomspace(max(k, sizes.min()), sizes.max(), 100)
         ax.plot(
             grid,
-            [bound(k, int(g)) for g in grid],
+            [bound(k, int(g), audit=MAX_AUDIT) for g in grid],
             "--",
             color=color,
             alpha=0.7,
-            label=f"3k·log2(N/k)+2k, k={k}",
+            label=f"3k·log2(N/k)+2k+1+audit, k={k}",
         )
     ax.set(
         xscale="log",

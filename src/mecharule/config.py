@@ -65,7 +65,9 @@ class AttributionConfig(_Frozen):
     n_pairs: int = Field(128, ge=1)
     ig_steps: int = Field(8, ge=1)
     top_m: int | str = Field(
-        "50%", description="candidates: a count of units (128) or a percentage of all units ('50%')"
+        "100%",
+        description="candidates: a count of units (128) or a percentage of all units ('50%'); the "
+        "default keeps every unit (benchmarks/localize.py: smaller AtP shortlists drop strong agonists)",
     )
 
     @field_validator("top_m", mode="before")
@@ -99,7 +101,7 @@ class LocalizeConfig(_Frozen):
     prune_on: Literal["changes", "flips"] = Field(
         "changes", description="groups are pruned on answer changes (monotone) or on label flips (reference)"
     )
-    audit: int = Field(8, ge=0, description="singletons tested per root to estimate density; 0 = none")
+    audit: int = Field(16, ge=0, description="singletons tested per root to estimate density; 0 = none")
     expand_dense: bool = Field(True, description="test a strong group unit by unit when halving costs more")
     n_suppression: int = Field(
         512,

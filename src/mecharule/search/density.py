@@ -12,9 +12,11 @@ its singletons. :func:`expected_split_cost` computes it (an upper
 estimate when the attribution order puts strong units together, as it does by default).
 
 The search estimates ``p`` from data it already has, never from extra interventions except the
-audit: at the root, from a seeded sample of singletons (the *audit*, which brute force would have
-evaluated too, so they are reused, never wasted); below the root, from the share of strong groups
-among the root's groups evaluated at the last level (``f = 1 − (1 − p)^s`` solved for ``p``). A
+audit: from a seeded sample of singletons (the *audit*, which brute force would have evaluated
+too, so they are reused, never wasted), drawn at the root and again at a later level while the
+audit so far cannot tell whether halving or testing one by one is cheaper, or the groups look
+denser than it says; below the root, also from the share of strong groups among the root's
+groups evaluated at the last level (``f = 1 − (1 − p)^s`` solved for ``p``). A
 group whose expected split cost reaches the cost of its untested singletons is *expanded*: its
 units are tested one by one. So on any root CHA costs at most its singletons plus the groups it
 evaluated before it expanded (see ``docs/concepts/localization.md``).
@@ -26,7 +28,13 @@ import math
 
 from scipy.stats import beta
 
-__all__ = ["density_from_audit", "density_from_groups", "expected_split_cost", "should_expand"]
+__all__ = [
+    "audit_is_decisive",
+    "density_from_audit",
+    "density_from_groups",
+    "expected_split_cost",
+    "should_expand",
+]
 
 
 def expected_split_cost(n: int, p: float) -> float:
@@ -54,6 +62,17 @@ def _cautious_share(hits: int, n: int) -> float:
 def density_from_audit(n_strong: int, n_audited: int) -> float:
     """Share of strong units, from an audit of singletons (cautious: a posterior lower quantile)."""
     return _cautious_share(n_strong, n_audited)
+
+
+def audit_is_decisive(n_strong: int, n_audited: int, group_size: int, group_density: float = 0.0) -> bool:
+    """Would the expand-or-split decision for a group of ``group_size`` be the same at both ends of
+    the audit's 20–80 % posterior interval, and do the groups not look denser than that interval's
+    top? If not, more singletons should be audited."""
+    low = _cautious_share(n_strong, n_audited)
+    high = float(beta.ppf(1.0 - CAUTION, n_strong + 0.5, n_audited - n_strong + 0.5))
+    if group_density > high:
+        return False
+    return should_expand(group_size, group_size, low) == should_expand(group_size, group_size, high)
 
 
 def density_from_groups(n_strong: int, n_groups: int, mean_size: float) -> float:

@@ -19,9 +19,10 @@ Predicates (``SearchConfig.predicate``); ``U``/``L`` are one-sided Clopper–Pea
 
 * ``"ucb"`` (reference parity): strong iff ``U(covered) ≥ τ`` OR ``U(unrelated) ≥ τ``. The same
   statistic prunes groups and accepts singletons. A unit that only flips unrelated prompts counts.
-* ``"observed"``: PRUNING as ``ucb`` (the upper bound keeps every unit that could reach τ), but a
-  singleton is ACCEPTED only if its observed flip rate reaches τ on a slice: no unit that flips
-  12 % of prompts is reported because its upper bound touched 0.2.
+* ``"observed"``: a singleton is ACCEPTED iff its observed flip rate reaches τ on a slice (no unit
+  that flips 12 % of prompts is reported because its upper bound touched 0.2), and a group is
+  strong iff its observed change rate reaches τ on a slice: under monotonicity a weaker group
+  holds no unit that could be accepted, so the bound's slack is not needed for pruning.
 * ``"contrastive"``: PRUNING uses the covered slice only — a group is strong iff ``U(covered) ≥ τ``.
   ACCEPTANCE of a singleton needs that AND ``L(covered) − U(unrelated) ≥ contrast_margin`` (the
   Bonferroni-box lower bound on selectivity, 95 % at α_slice = 0.025; see :mod:`.stats`). The contrast
@@ -54,7 +55,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from mecharule.errors import ConfigError, DataError
-from mecharule.search.density import density_from_audit, density_from_groups, should_expand
+from mecharule.search.density import (
+    audit_is_decisive,
+    density_from_audit,
+    density_from_groups,
+    should_expand,
+)
 from mecharule.search.stats import adjusted_epsilon, cp_lower, cp_upper
 
 __all__ = [
@@ -237,7 +243,7 @@ class SearchConfig:
     budget: int | None = None
     seed: int = 0
     prune_on: PruneOn = "changes"
-    audit: int = 8
+    audit: int = 16
     expand_dense: bool = True
 
     def __post_init__(self) -> None:
@@ -319,9 +325,9 @@ def evaluate_counts(counts: SliceCounts, config: SearchConfig) -> Evaluation:
     covered_strong = covered.n > 0 and covered.upper >= tau
     unrelated_strong = unrelated.n > 0 and unrelated.upper >= tau
     contrast = covered.lower - unrelated.upper
+    changed_cov = _slice_effect(counts.covered_changes, counts.covered_n, config.alpha_slice)
+    changed_unr = _slice_effect(counts.unrelated_changes, counts.unrelated_n, config.alpha_slice)
     if config.prune_on == "changes":
-        changed_cov = _slice_effect(counts.covered_changes, counts.covered_n, config.alpha_slice)
-        changed_unr = _slice_effect(counts.unrelated_changes, counts.unrelated_n, config.alpha_slice)
         prune_cov = changed_cov.n > 0 and changed_cov.upper >= tau
         prune_unr = changed_unr.n > 0 and changed_unr.upper >= tau
     else:
@@ -330,9 +336,12 @@ def evaluate_counts(counts: SliceCounts, config: SearchConfig) -> Evaluation:
         accepted = covered_strong or unrelated_strong
         strong = prune_cov or prune_unr
     elif config.predicate == "observed":
-        # the observed rate is compared with τ itself: the slice-size adjustment of τ is for bounds
+        # Observed rates against τ itself (the slice-size adjustment of τ is for bounds). Under
+        # monotonicity a group changes at least the answers each member flips, so a group whose
+        # observed change (or flip) rate is below τ on both slices holds no unit this accepts.
         accepted = any(s.n > 0 and s.rate >= config.tau for s in (covered, unrelated))
-        strong = prune_cov or prune_unr
+        pruning = (changed_cov, changed_unr) if config.prune_on == "changes" else (covered, unrelated)
+        strong = any(s.n > 0 and s.rate >= config.tau for s in pruning)
     else:
         strong = prune_cov
         accepted = covered_strong and contrast >= config.contrast_margin
@@ -512,7 +521,8 @@ class _State:
     oracle_calls: int = 0
     # singletons decided in THIS search, per problem: never queued (or recorded) twice
     decided: set[tuple[int, Unit]] = field(default_factory=set)
-    # per (problem, root): unit density estimated from the audit
+    # per (problem, root): audited singletons so far [strong, audited], and the density they imply
+    audit_tally: dict[tuple[int, str], list[int]] = field(default_factory=dict)
     audit_density: dict[tuple[int, str], float] = field(default_factory=dict)
 
     @classmethod
@@ -679,7 +689,10 @@ def _process_level(
     for pos, evaluation in evaluations.items():
         view.add(frontier[pos], evaluation)
     for root, n in view.audited.items():
-        state.audit_density[root] = density_from_audit(view.audited_strong[root], n)
+        tally = state.audit_tally.setdefault(root, [0, 0])
+        tally[0] += view.audited_strong[root]
+        tally[1] += n
+        state.audit_density[root] = density_from_audit(*tally)
     state.decided |= {(frontier[pos].problem_index, frontier[pos].units[0])
                       for pos in answered if len(frontier[pos].units) == 1}
     next_frontier: list[_Node] = []
@@ -706,7 +719,45 @@ def _process_level(
         counter[node.problem_index] += 1
         state.records.append(TraceRecord(problem.key, level, node.depth, node.root, node.units, counts,
                                          evaluation, decision, strategy, memo_hit, node.audit))
+    if config.audit and config.expand_dense:
+        next_frontier += _more_audits(level, next_frontier, problems, config, state, view)
     return next_frontier, unanswered
+
+
+def _more_audits(
+    level: int, frontier: list[_Node], problems: tuple[SearchProblem, ...], config: SearchConfig,
+    state: _State, view: _LevelView,
+) -> list[_Node]:
+    """Audit more singletons of a root whose audit cannot yet decide between halving its open groups
+    and testing them one by one (at most 4 audits' worth per root)."""
+    open_units: dict[tuple[int, str], list[Unit]] = {}
+    sizes: dict[tuple[int, str], list[int]] = {}
+    queued = {(n.problem_index, n.units[0]) for n in frontier if len(n.units) == 1}
+    for node in frontier:
+        if len(node.units) > 1:
+            root = (node.problem_index, node.root)
+            sizes.setdefault(root, []).append(len(node.units))
+            open_units.setdefault(root, []).extend(
+                u for u in node.units
+                if (node.problem_index, u) not in state.decided and (node.problem_index, u) not in queued
+            )
+    extra: list[_Node] = []
+    for root, units in open_units.items():
+        strong, audited = state.audit_tally.get(root, [0, 0])
+        size = round(sum(sizes[root]) / len(sizes[root]))
+        if audited >= 4 * config.audit or len(units) <= config.audit:
+            continue
+        group_density = 0.0
+        if view.groups[root] > 1:
+            group_density = density_from_groups(view.strong[root], view.groups[root],
+                                                view.sizes[root] / view.groups[root])
+        if audit_is_decisive(strong, audited, size, group_density):
+            continue
+        problem = problems[root[0]]
+        rng = _root_rng(config, problem, root[1], salt=2 + level)
+        pick = sorted(rng.choice(len(units), config.audit, replace=False))
+        extra += [_Node(root[0], root[1], level + 2, (units[i],), audit=True) for i in pick]
+    return extra
 
 
 def _holds_accepted(node: _Node, problem: SearchProblem, config: SearchConfig, memo: Memo) -> bool:
@@ -811,7 +862,8 @@ def bound(k: int, n: int, audit: int = 0) -> float:
     Adaptive binary splitting evaluates the root plus both children of every strong group; the
     strong groups are the ancestors of the k strong units, at most ``k·log2(N/k) + k`` of them, so the
     cost is ≤ ``2k·log2(N/k) + 2k + 1``. The factor 3 leaves room for unbalanced halves (N not a
-    power of two) and the extra level of the sign split; ``audit`` adds the audited singletons. For
+    power of two) and the extra level of the sign split; ``audit`` adds the audited singletons (at
+    most 4 × ``SearchConfig.audit`` per root: the root's audit and up to three more rounds). For
     k = 0 it is the root plus the audit. "Strong" is judged by the pruning statistic (answer changes
     by default), so k may exceed the number of agonists.
     """

@@ -107,7 +107,7 @@ def test_the_audit_rescues_a_weak_group_holding_an_accepted_unit() -> None:
     for seed in range(12):
         oracle = CancellingOracle({"p": {a: (0.5, 0.0), b: (0.5, 0.0)}}, mode="coupled", seed=0)
         oracle.masks[("p", b)] = oracle.masks[("p", a)]
-        cha = search([SearchProblem("p", units)], oracle, SearchConfig(seed=seed))
+        cha = search([SearchProblem("p", units)], oracle, SearchConfig(seed=seed, audit=8))
         audited = {r.units[0] for r in cha.trace if r.audit}
         if audited & {a, b}:
             hit += 1
@@ -279,11 +279,12 @@ def test_sign_split_falls_back_to_halves_and_can_be_disabled() -> None:
     units = layer_units(16)
     oracle = PlantedOracle({"p": {units[3]: (0.6, 0.0)}})
     positive = {u: 1.0 + u.index for u in units}
-    assert search([SearchProblem("p", units, positive)], oracle).trace[0].split_strategy == "bisect_fallback"
+    first = search([SearchProblem("p", units, positive)], oracle, TREE).trace[0]
+    assert first.split_strategy == "bisect_fallback"
     signed = {u: (-1.0) ** u.index for u in units}
-    off = search([SearchProblem("p", units, signed)], oracle, SearchConfig(sign_split_first=False))
+    off = search([SearchProblem("p", units, signed)], oracle, replace(TREE, sign_split_first=False))
     assert off.trace[0].split_strategy == "bisect"
-    assert search([SearchProblem("p", units)], oracle).trace[0].split_strategy == "bisect"
+    assert search([SearchProblem("p", units)], oracle, TREE).trace[0].split_strategy == "bisect"
 
 
 def test_order_by_score_groups_high_scores_and_shuffle_is_seeded() -> None:
