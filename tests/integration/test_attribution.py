@@ -180,13 +180,15 @@ def test_eap_ig_rejects_unequal_token_lengths(tiny):
 
 
 def test_registry_dispatches_and_names_missing_inputs(tiny):
-    assert ATTRIBUTORS.names() == ["atp", "eap_ig"]
+    assert ATTRIBUTORS.names() == ["atp", "atp_gd", "eap_ig"]
     request = AttributionRequest(prompts=CLEAN, answers=["46", "56", "123"], kind="mlp", ig_steps=2)
     with pytest.raises(ConfigError, match="corrupted"):
         ATTRIBUTORS.get("eap_ig")(tiny, request)
     with pytest.raises(ConfigError, match="tables"):
         ATTRIBUTORS.get("atp")(tiny, request)
-    with pytest.raises(UnknownNameError, match="atp, eap_ig"):
+    with pytest.raises(ConfigError, match="tables"):
+        ATTRIBUTORS.get("atp_gd")(tiny, request)
+    with pytest.raises(UnknownNameError, match="atp, atp_gd, eap_ig"):
         ATTRIBUTORS.get("eap")
     direct = eap_ig_scores(tiny, CLEAN, CORRUPT, ["46", "56", "123"], "mlp", steps=2)
     via = ATTRIBUTORS.get("eap_ig")(

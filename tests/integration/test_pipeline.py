@@ -69,7 +69,12 @@ def test_every_stage_ran_and_wrote_its_artifacts(finished_run):
     for figures in (summary["recall_all_units"], summary["shortlist_recall"]):
         for bins in figures.values():
             assert set(bins) == {"0.5", "0.3", "0.2"}
-    assert summary["cost_ratio_max"] <= 1.05
+    assert summary["cost_ratio_max"] <= 1.1
+    loc = json.loads((out / "localization" / "summary.json").read_text())
+    for problem in (p for p in loc["problems"] if not p["skipped"]):
+        assert problem["density"] == round(len(problem["agonists"]) / problem["n_candidates"], 4)
+        assert problem["audit_evaluations"] >= 1
+        assert problem["cha_cannot_save"] == (problem["group_evaluations"] >= 0.9 * problem["n_candidates"])
     rules = json.loads((out / "rules.json").read_text())
     assert rules["metrics"]["test"]["mcc"] > rules["control"]["metrics"]["test"]["mcc"] + 0.3
 

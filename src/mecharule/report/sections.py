@@ -357,10 +357,24 @@ def _problem_parts(run: RunArtifacts, problem: Mapping[str, Any]) -> list[str]:
                 ("group evaluations (interventions)", problem.get("group_evaluations", "—")),
                 ("levels", problem.get("levels", "—")),
                 ("agonists", len(agonists)),
+                ("density k/N (agonists / candidates)", problem.get("density", "—")),
+                (
+                    "audited singletons / groups tested unit by unit / non-monotone splits",
+                    f"{problem.get('audit_evaluations', '—')} / {problem.get('expanded_groups', '—')} / "
+                    f"{problem.get('nonmonotone_splits', '—')}",
+                ),
                 ("catastrophic units", ", ".join(problem.get("catastrophic") or []) or "none"),
             ]
         )
     )
+    if problem.get("cha_cannot_save"):
+        parts.append(
+            paragraph(
+                "CHA cannot save here: it spent at least 0.9 of what brute force costs, because strong "
+                "units are dense among the candidates (it then tests them one by one).",
+                "note",
+            )
+        )
     if agonists:
         folder = problem_folder(key)
         parts += [

@@ -23,6 +23,7 @@ from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind
 from mecharule.search.group_testing import SearchConfig, SearchProblem, SearchResult, search
 from mecharule.search.oracle import EngineOracle, ProblemSlices, build_problem
+from mecharule.search.population import NO_SAVING
 from mecharule.search.problems import ProblemSpec, behaviour_rules, problem_specs, spectral_pool
 from mecharule.tasks.base import Task, stop_strings_of
 
@@ -203,6 +204,12 @@ def _problem_entry(
         "n_candidates": stats.n_candidates,
         "group_evaluations": stats.group_evaluations,
         "levels": stats.levels,
+        "density": None if stats.density is None else round(stats.density, 4),
+        "audit_evaluations": stats.audit_evaluations,
+        "expanded_groups": stats.expanded_groups,
+        "nonmonotone_splits": stats.nonmonotone_splits,
+        "cha_cannot_save": bool(stats.n_candidates)
+        and stats.group_evaluations >= NO_SAVING * stats.n_candidates,
         "agonists": agonists,
         "catastrophic": [str(c.unit) for c in result.catastrophic if c.problem == spec.key],
     }
