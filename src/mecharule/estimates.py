@@ -43,15 +43,25 @@ def calibrating_tick(
 
 
 def group_testing_estimate(
-    n_candidates: Sequence[int], seconds_per_group: float, n_agonists_guess: int = 8
+    roots: Sequence[Sequence[int]], seconds_per_group: float, n_agonists_guess: int = 8, audit: int = 0
 ) -> str:
-    """One line: what brute force would cost and CHA's Θ(k·log2(N/k) + k) scale for a guessed k."""
+    """One line: what brute force would cost and CHA's Θ(k·log2(N/k) + k) scale for a guessed k.
+
+    ``roots``: per problem, the candidate count of each root (layer). A problem's k is spread over its
+    roots by size; a root holds its audit, and one no larger than the audit is tested unit by unit.
+    """
+    n_candidates = [sum(sizes) for sizes in roots]
     brute = sum(n_candidates)
-    cha = sum(
-        min(n, 2 * k * max(1.0, math.log2(n / k)) + k)
-        for n in n_candidates
-        for k in [max(1, min(n_agonists_guess, n))]
-    )
+    cha = 0.0
+    for sizes, total in zip(roots, n_candidates, strict=True):
+        for n in sizes:
+            root_audit = min(audit, max(1, n // 4)) if audit else 0  # as search.group_testing.audit_size
+            if root_audit and n <= root_audit + 1:
+                cha += n
+                continue
+            k = n_agonists_guess * n / total if total else 0.0
+            halving = 2 * k * max(1.0, math.log2(n / k)) + k if k >= 1 else 2 * k + 1
+            cha += min(n, 1 + root_audit + halving)
     return (
         f"{len(n_candidates)} problem(s), {brute:,} candidate units in all; one group evaluation ≈ "
         f"{seconds_per_group:.2f} s → brute force {brute:,} evaluations "

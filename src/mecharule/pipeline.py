@@ -318,7 +318,12 @@ class Pipeline:
         engine = next(iter(setup.problems.values())).engine
         started = time.perf_counter()
         engine.run([[setup.search_problems[0].candidates[0]]])
-        return group_testing_estimate(sizes, time.perf_counter() - started)
+        roots = [
+            [sum(u.layer == layer for u in p.candidates) for layer in sorted({u.layer for u in p.candidates})]
+            for p in setup.search_problems
+        ]
+        seconds = time.perf_counter() - started
+        return group_testing_estimate(roots, seconds, audit=self.config.localize.audit)
 
     def anchor(self) -> bool:
         self.rundir.require("localization/summary.json", stage="localize")

@@ -41,9 +41,13 @@ def test_calibrating_tick_reports_once_from_the_second_batch():
 
 
 def test_group_testing_estimate_scales_brute_force_and_cha():
-    line = group_testing_estimate([128, 128], seconds_per_group=2.0, n_agonists_guess=8)
+    line = group_testing_estimate([[128], [128]], seconds_per_group=2.0, n_agonists_guess=8)
     assert "256 candidate units" in line and "brute force 256 evaluations ≈ 9 min" in line
-    # CHA: 2k log2(N/k) + k = 2*8*4 + 8 = 72 per problem
-    assert "≈ 144 evaluations" in line
-    assert group_testing_estimate([4], 1.0, 8).count("brute force 4 evaluations") == 1
+    # CHA: root + 2k log2(N/k) + k = 1 + 2*8*4 + 8 = 73 per problem
+    assert "≈ 146 evaluations" in line
+    assert group_testing_estimate([[4]], 1.0, 8).count("brute force 4 evaluations") == 1
+    # 30 roots of 2 units each: no larger than their audit + 1, so every unit is tested alone
+    assert "≈ 60 evaluations" in group_testing_estimate([[2] * 30], 1.0, 8, audit=16)
+    # one root of 128 with an audit of 16: 1 + 16 + 72
+    assert "≈ 89 evaluations" in group_testing_estimate([[128]], 1.0, 8, audit=16)
     assert duration(30) == "30 s" and duration(600) == "10 min" and duration(7200) == "2.0 h"

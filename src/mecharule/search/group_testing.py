@@ -524,6 +524,7 @@ class _State:
     # per (problem, root): audited singletons so far [strong, audited], and the density they imply
     audit_tally: dict[tuple[int, str], list[int]] = field(default_factory=dict)
     audit_density: dict[tuple[int, str], float] = field(default_factory=dict)
+    root_audit: dict[tuple[int, str], int] = field(default_factory=dict)  # audit size per round
 
     @classmethod
     def for_problems(cls, n: int) -> _State:
@@ -557,9 +558,15 @@ def _ordered(units: Sequence[Unit], problem: SearchProblem, config: SearchConfig
     return tuple(units[i] for i in rng.permutation(len(units)))
 
 
+def audit_size(n_units: int, config: SearchConfig) -> int:
+    """Singletons audited per round in a root of ``n_units``: ``config.audit``, but at most one in
+    four of the root's units (at least one), so that small roots keep their savings."""
+    return min(config.audit, max(1, n_units // 4)) if config.audit else 0
+
+
 def _roots(index: int, problem: SearchProblem, config: SearchConfig) -> list[_Node]:
     """The level-0 nodes of one problem: one group per layer (ascending) or one over all layers, each
-    with its audit singletons. A root no larger than the audit is tested unit by unit instead."""
+    with its audit singletons. A root no larger than its audit + 1 is tested unit by unit instead."""
     if config.group_across_layers:
         groups = {"all": problem.candidates} if problem.candidates else {}
     else:
@@ -568,13 +575,14 @@ def _roots(index: int, problem: SearchProblem, config: SearchConfig) -> list[_No
     nodes = []
     for name, units in groups.items():
         ordered = _ordered(units, problem, config, _root_rng(config, problem, name))
-        if config.audit and len(ordered) <= config.audit + 1:
+        audit = audit_size(len(ordered), config)
+        if audit and len(ordered) <= audit + 1:
             nodes += [_Node(index, name, 1, (u,), audit=True) for u in ordered]
             continue
         nodes.append(_Node(index, name, 0, ordered))
-        if config.audit:
+        if audit:
             rng = _root_rng(config, problem, name, salt=1)
-            pick = sorted(rng.choice(len(ordered), config.audit, replace=False))
+            pick = sorted(rng.choice(len(ordered), audit, replace=False))
             nodes += [_Node(index, name, 1, (ordered[i],), audit=True) for i in pick]
     return nodes
 
@@ -729,7 +737,7 @@ def _more_audits(
     state: _State, view: _LevelView,
 ) -> list[_Node]:
     """Audit more singletons of a root whose audit cannot yet decide between halving its open groups
-    and testing them one by one (at most 4 audits' worth per root)."""
+    and testing them one by one (at most 4 audits' worth per root; roots of 16 units and more)."""
     open_units: dict[tuple[int, str], list[Unit]] = {}
     sizes: dict[tuple[int, str], list[int]] = {}
     queued = {(n.problem_index, n.units[0]) for n in frontier if len(n.units) == 1}
@@ -745,8 +753,9 @@ def _more_audits(
     for root, units in open_units.items():
         strong, audited = state.audit_tally.get(root, [0, 0])
         size = round(sum(sizes[root]) / len(sizes[root]))
-        if audited >= 4 * config.audit or len(units) <= config.audit:
-            continue
+        audit = state.root_audit.get(root, config.audit)
+        if audit < 4 or audited >= 4 * audit or len(units) <= audit:
+            continue  # roots under 16 units: a round of one to three singletons would tell little
         group_density = 0.0
         if view.groups[root] > 1:
             group_density = density_from_groups(view.strong[root], view.groups[root],
@@ -755,7 +764,7 @@ def _more_audits(
             continue
         problem = problems[root[0]]
         rng = _root_rng(config, problem, root[1], salt=2 + level)
-        pick = sorted(rng.choice(len(units), config.audit, replace=False))
+        pick = sorted(rng.choice(len(units), audit, replace=False))
         extra += [_Node(root[0], root[1], level + 2, (units[i],), audit=True) for i in pick]
     return extra
 
@@ -806,6 +815,9 @@ def search(
     memo = {} if memo is None else memo
     state = _State.for_problems(len(problems))
     frontier = [node for i, p in enumerate(problems) for node in _roots(i, p, config)]
+    state.root_audit = {
+        (n.problem_index, n.root): audit_size(len(n.units), config) for n in frontier if n.depth == 0
+    }
     level, unexplored = 0, []
     while frontier:
         remaining = None if config.budget is None else config.budget - sum(state.evaluations)

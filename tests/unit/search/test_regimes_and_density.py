@@ -73,11 +73,20 @@ def test_sparse_agonists_are_not_expanded_and_stay_cheap() -> None:
     assert 16 <= result.problems[0].audit_evaluations <= 4 * 16  # the root's audit, maybe more rounds
 
 
-def test_a_root_no_larger_than_the_audit_is_tested_unit_by_unit() -> None:
-    units = layer_units(6)
-    result = search([SearchProblem("p", units)], PlantedOracle({"p": {units[2]: (0.5, 0.0)}}))
-    assert [r.size for r in result.trace] == [1] * 6 and all(r.audit for r in result.trace)
-    assert agonists(result) == {units[2]}
+def test_audit_size_scales_with_the_root_and_a_tiny_root_is_tested_unit_by_unit() -> None:
+    from mecharule.search.group_testing import audit_size
+
+    config = SearchConfig()
+    assert [audit_size(n, config) for n in (2, 6, 32, 128, 4096)] == [1, 1, 8, 16, 16]
+    assert audit_size(128, SearchConfig(audit=0)) == 0
+    units = layer_units(2)
+    result = search([SearchProblem("p", units)], PlantedOracle({"p": {units[1]: (0.5, 0.0)}}))
+    assert [r.size for r in result.trace] == [1, 1] and all(r.audit for r in result.trace)
+    assert agonists(result) == {units[1]}
+    six = layer_units(6)  # a root + one audited unit; the sparse root is then halved, not swept
+    result = search([SearchProblem("p", six)], PlantedOracle({"p": {six[2]: (0.5, 0.0)}}))
+    assert result.problems[0].audit_evaluations == 1 and agonists(result) == {six[2]}
+    assert result.group_evaluations <= 6 + 2
 
 
 def test_observed_predicate_accepts_on_the_observed_rate_not_the_upper_bound() -> None:
