@@ -50,34 +50,29 @@ Attributor = Callable[[ModelHandle, AttributionRequest], torch.Tensor]
 ATTRIBUTORS: Registry[Attributor] = Registry("attributor")
 
 
-@ATTRIBUTORS.register("atp")
-def _attribute_atp(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
-    if request.tables is None:
-        raise ConfigError("attributor 'atp' needs ablation value tables (request.tables); none were given")
-    return atp_scores(
-        handle,
-        request.prompts,
-        request.answers,
-        request.tables,
-        request.kind,
-        request.positions,
-        request.batch_size,
-    )
+def _patching_attributor(name: str, scores: Callable[..., torch.Tensor]) -> Attributor:
+    """An attributor over the ablation value tables (AtP and its GradDrop variant)."""
+
+    def attribute(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
+        if request.tables is None:
+            raise ConfigError(
+                f"attributor {name!r} needs ablation value tables (request.tables); none were given"
+            )
+        return scores(
+            handle,
+            request.prompts,
+            request.answers,
+            request.tables,
+            request.kind,
+            request.positions,
+            request.batch_size,
+        )
+
+    return attribute
 
 
-@ATTRIBUTORS.register("atp_gd")
-def _attribute_atp_graddrop(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
-    if request.tables is None:
-        raise ConfigError("attributor 'atp_gd' needs ablation value tables (request.tables); none were given")
-    return atp_graddrop_scores(
-        handle,
-        request.prompts,
-        request.answers,
-        request.tables,
-        request.kind,
-        request.positions,
-        request.batch_size,
-    )
+ATTRIBUTORS.register("atp")(_patching_attributor("atp", atp_scores))
+ATTRIBUTORS.register("atp_gd")(_patching_attributor("atp_gd", atp_graddrop_scores))
 
 
 @ATTRIBUTORS.register("eap_ig")

@@ -26,7 +26,11 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from mecharule.attribution.gradients import activations_and_gradients, teacher_forced_block
+from mecharule.attribution.gradients import (
+    TeacherForcedBlock,
+    activations_and_gradients,
+    teacher_forced_block,
+)
 from mecharule.errors import ConfigError, DataError
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable, position_gate
@@ -53,11 +57,25 @@ def atp_scores(
             handle, prompts[start : start + batch_size], answers[start : start + batch_size]
         )
         acts, grads, _ = activations_and_gradients(handle, block, keys)
-        gate = position_gate(block.rel, positions)[..., None]  # [batch, pos, 1]
-        for layer, key in enumerate(keys):
-            delta = tables[key].lookup(block.rel).to(acts[key].dtype) - acts[key]  # [batch, pos, width]
-            total[layer] += (delta * grads[key] * gate).sum((0, 1)).double().cpu()
+        total += block_sums(block, acts, grads, tables, keys, positions)
     return (total / len(prompts)).float()
+
+
+def block_sums(
+    block: TeacherForcedBlock,
+    acts: Mapping[SiteKey, torch.Tensor],
+    grads: Mapping[SiteKey, torch.Tensor],
+    tables: Mapping[SiteKey, ValueTable],
+    keys: Sequence[SiteKey],
+    positions: PositionMode,
+) -> torch.Tensor:
+    """``# [n_layers, width]`` float64: Σ over the block's rows and gated positions of delta · gradient."""
+    gate = position_gate(block.rel, positions)[..., None]  # [batch, pos, 1]
+    rows = []
+    for key in keys:
+        delta = tables[key].lookup(block.rel).to(acts[key].dtype) - acts[key]  # [batch, pos, width]
+        rows.append((delta * grads[key] * gate).sum((0, 1)).double().cpu())
+    return torch.stack(rows)
 
 
 def _site_keys(handle: ModelHandle, kind: UnitKind, tables: Mapping[SiteKey, ValueTable]) -> list[SiteKey]:

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from mecharule.attribution.atp import _check_inputs, _site_keys
+from mecharule.attribution.atp import _check_inputs, _site_keys, block_sums
 from mecharule.attribution.gradients import activations_and_gradients, teacher_forced_block
 from mecharule.interventions.hooks import SiteKey
-from mecharule.interventions.values import PositionMode, ValueTable, position_gate
+from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.models.architectures import decoder_layers
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import UnitKind, check_unit_kind
@@ -79,16 +79,13 @@ def atp_graddrop_scores(
     for start in range(0, len(prompts), batch_size):
         rows = slice(start, start + batch_size)
         block = teacher_forced_block(handle, prompts[rows], answers[rows])
-        gate = position_gate(block.rel, positions)[..., None]
         for run in range(n_layers + 1):
             if run == 0:
                 acts, grads, _ = activations_and_gradients(handle, block, keys)
             else:
                 with gradient_dropped(handle, run - 1):
                     acts, grads, _ = activations_and_gradients(handle, block, keys)
-            for layer, key in enumerate(keys):
-                delta = tables[key].lookup(block.rel).to(acts[key].dtype) - acts[key]
-                runs[run, layer] += (delta * grads[key] * gate).sum((0, 1)).double().cpu()
+            runs[run] += block_sums(block, acts, grads, tables, keys, positions)
     runs /= len(prompts)
     plain = runs[0]
     if n_layers == 1:
