@@ -25,7 +25,8 @@ from mecharule.config import RunConfig
 from mecharule.io.rundir import read_json
 from mecharule.models.sites import Site
 from mecharule.pipeline import Pipeline
-from mecharule.search.group_testing import SearchProblem, brute_force, search
+from mecharule.search.brute_force import brute_force
+from mecharule.search.group_testing import SearchProblem, search
 from mecharule.search.localize import prepare, search_config
 from mecharule.search.population import effect
 

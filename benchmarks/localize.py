@@ -35,12 +35,11 @@ from safetensors.torch import load_file
 from mecharule.attribution import select_candidates
 from mecharule.config import RunConfig, load_config
 from mecharule.pipeline import Pipeline
+from mecharule.search.brute_force import BruteForceResult, brute_force
 from mecharule.search.group_testing import (
-    BruteForceResult,
     SearchConfig,
     SearchProblem,
     TraceRecord,
-    brute_force,
     evaluate_counts,
     search,
 )

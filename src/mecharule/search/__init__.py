@@ -1,22 +1,27 @@
 """Localization: find the agonist units of a rule with Contrastive Hierarchical Ablation (CHA).
 
-``group_testing`` (the search, brute force and recall) and ``stats`` (exact binomial bounds) import
-no torch; the engine-backed oracle lives in ``search.oracle`` and is imported explicitly.
+``group_testing`` (the search), ``brute_force`` (brute force and recall by effect bin), ``density``
+(when halving pays), ``population`` (recall over every unit) and ``stats`` (exact binomial bounds)
+import no torch; the engine-backed oracle lives in ``search.oracle`` and is imported explicitly.
 """
 
 from __future__ import annotations
 
-from mecharule.search.group_testing import (
+from mecharule.search.brute_force import (
     DEFAULT_BINS,
-    Agonist,
     BinRecall,
     BruteForceResult,
+    RecallReport,
+    brute_force,
+    recall_by_effect_bin,
+)
+from mecharule.search.group_testing import (
+    Agonist,
     CatastrophicUnit,
     Evaluation,
     Oracle,
     ProblemStats,
     Query,
-    RecallReport,
     SearchConfig,
     SearchProblem,
     SearchResult,
@@ -25,9 +30,7 @@ from mecharule.search.group_testing import (
     TraceRecord,
     Unit,
     bound,
-    brute_force,
     evaluate_counts,
-    recall_by_effect_bin,
     search,
 )
 from mecharule.search.stats import adjusted_epsilon, contrast_lower_bound, cp_lower, cp_upper

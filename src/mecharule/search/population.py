@@ -19,15 +19,8 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mecharule.search.group_testing import (
-    BruteForceResult,
-    SearchConfig,
-    SearchResult,
-    TraceRecord,
-    Unit,
-    bound,
-    recall_by_effect_bin,
-)
+from mecharule.search.brute_force import BruteForceResult, recall_by_effect_bin
+from mecharule.search.group_testing import SearchConfig, SearchResult, TraceRecord, Unit, bound
 from mecharule.search.stats import cp_lower, cp_upper
 
 #: Lower edges of the observed-effect bins, highest first; each bin runs up to the next edge above.

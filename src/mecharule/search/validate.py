@@ -23,7 +23,8 @@ import numpy as np
 
 from mecharule.config import LocalizeConfig
 from mecharule.io.rundir import write_json
-from mecharule.search.group_testing import BruteForceResult, SearchProblem, brute_force
+from mecharule.search.brute_force import BruteForceResult, brute_force
+from mecharule.search.group_testing import SearchProblem
 from mecharule.search.localize import LocalizationSetup, Tick, run_search, search_config
 from mecharule.search.population import effect, validation_payload
 

@@ -100,6 +100,7 @@ def test_contrastive_brute_force_uses_the_same_predicate() -> None:
         "mecharule.search.stats",
         "mecharule.search.density",
         "mecharule.search.population",
+        "mecharule.search.brute_force",
         "mecharule.shortlist",
         "mecharule.config",
     ],
