@@ -50,12 +50,14 @@ def group_testing_estimate(
     ``roots``: per problem, the candidate count of each root (layer). A problem's k is spread over its
     roots by size; a root holds its audit, and one no larger than the audit is tested unit by unit.
     """
+    from mecharule.search.density import audit_size  # scipy: not at the pipeline's start-up
+
     n_candidates = [sum(sizes) for sizes in roots]
     brute = sum(n_candidates)
     cha = 0.0
     for sizes, total in zip(roots, n_candidates, strict=True):
         for n in sizes:
-            root_audit = min(audit, max(1, n // 4)) if audit else 0  # as search.group_testing.audit_size
+            root_audit = audit_size(n, audit)
             if root_audit and n <= root_audit + 1:
                 cha += n
                 continue

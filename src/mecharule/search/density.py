@@ -30,6 +30,7 @@ from scipy.stats import beta
 
 __all__ = [
     "audit_is_decisive",
+    "audit_size",
     "density_from_audit",
     "density_from_groups",
     "expected_split_cost",
@@ -57,6 +58,12 @@ CAUTION = 0.2
 
 def _cautious_share(hits: int, n: int) -> float:
     return float(beta.ppf(CAUTION, hits + 0.5, n - hits + 0.5)) if n > 0 else 0.0
+
+
+def audit_size(n_units: int, audit: int) -> int:
+    """Singletons audited per round in a root of ``n_units``: ``audit``, but at most one in four of
+    the root's units (at least one), so that small roots keep their savings."""
+    return min(audit, max(1, n_units // 4)) if audit else 0
 
 
 def density_from_audit(n_strong: int, n_audited: int) -> float:

@@ -57,6 +57,7 @@ import numpy as np
 from mecharule.errors import ConfigError, DataError
 from mecharule.search.density import (
     audit_is_decisive,
+    audit_size,
     density_from_audit,
     density_from_groups,
     should_expand,
@@ -552,12 +553,6 @@ def _ordered(units: Sequence[Unit], problem: SearchProblem, config: SearchConfig
     return tuple(units[i] for i in rng.permutation(len(units)))
 
 
-def audit_size(n_units: int, config: SearchConfig) -> int:
-    """Singletons audited per round in a root of ``n_units``: ``config.audit``, but at most one in
-    four of the root's units (at least one), so that small roots keep their savings."""
-    return min(config.audit, max(1, n_units // 4)) if config.audit else 0
-
-
 def _roots(index: int, problem: SearchProblem, config: SearchConfig) -> list[_Node]:
     """The level-0 nodes of one problem: one group per layer (ascending) or one over all layers, each
     with its audit singletons. A root no larger than its audit + 1 is tested unit by unit instead."""
@@ -569,7 +564,7 @@ def _roots(index: int, problem: SearchProblem, config: SearchConfig) -> list[_No
     nodes = []
     for name, units in groups.items():
         ordered = _ordered(units, problem, config, _root_rng(config, problem, name))
-        audit = audit_size(len(ordered), config)
+        audit = audit_size(len(ordered), config.audit)
         if audit and len(ordered) <= audit + 1:
             nodes += [_Node(index, name, 1, (u,), audit=True) for u in ordered]
             continue
@@ -672,13 +667,15 @@ class _LevelView:
             self.audited[root] += 1
             self.audited_strong[root] += evaluation.strong
 
+    def group_density(self, root: tuple[int, str]) -> float:
+        """Unit density implied by the share of this level's groups of the root that are strong."""
+        if self.groups[root] <= 1:
+            return 0.0
+        return density_from_groups(self.strong[root], self.groups[root], self.sizes[root] / self.groups[root])
+
     def density(self, root: tuple[int, str], state: _State) -> float:
         """The root's unit density: the larger of the audit's and this level's group estimate."""
-        estimate = state.audit_density.get(root, 0.0)
-        if self.groups[root] > 1:
-            mean_size = self.sizes[root] / self.groups[root]
-            estimate = max(estimate, density_from_groups(self.strong[root], self.groups[root], mean_size))
-        return estimate
+        return max(state.audit_density.get(root, 0.0), self.group_density(root))
 
 
 def _process_level(
@@ -750,11 +747,7 @@ def _more_audits(
         audit = state.root_audit.get(root, config.audit)
         if audit < 4 or audited >= 4 * audit or len(units) <= audit:
             continue  # roots under 16 units: a round of one to three singletons would tell little
-        group_density = 0.0
-        if view.groups[root] > 1:
-            group_density = density_from_groups(view.strong[root], view.groups[root],
-                                                view.sizes[root] / view.groups[root])
-        if audit_is_decisive(strong, audited, size, group_density):
+        if audit_is_decisive(strong, audited, size, view.group_density(root)):
             continue
         problem = problems[root[0]]
         rng = _root_rng(config, problem, root[1], salt=2 + level)
@@ -810,7 +803,7 @@ def search(
     state = _State.for_problems(len(problems))
     frontier = [node for i, p in enumerate(problems) for node in _roots(i, p, config)]
     state.root_audit = {
-        (n.problem_index, n.root): audit_size(len(n.units), config) for n in frontier if n.depth == 0
+        (n.problem_index, n.root): audit_size(len(n.units), config.audit) for n in frontier if n.depth == 0
     }
     level, unexplored = 0, []
     while frontier:

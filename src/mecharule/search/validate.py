@@ -23,10 +23,10 @@ import numpy as np
 
 from mecharule.config import LocalizeConfig
 from mecharule.io.rundir import write_json
-from mecharule.search.brute_force import BruteForceResult, brute_force
+from mecharule.search.brute_force import brute_force
 from mecharule.search.group_testing import SearchProblem
 from mecharule.search.localize import LocalizationSetup, Tick, run_search, search_config
-from mecharule.search.population import effect, validation_payload
+from mecharule.search.population import validation_payload
 
 
 def _forwards(setup: Any) -> int:
@@ -83,18 +83,4 @@ def validate(
     return payload
 
 
-def observed_effect_rows(result: BruteForceResult, tau: float) -> list[dict[str, Any]]:
-    """Every brute-force agonist with its observed effect, for benchmarks: unit, effect, ≥ τ?"""
-    return [
-        {
-            "problem": str(r.problem),
-            "unit": str(r.units[0]),
-            "effect": effect(r),
-            "above_tau": effect(r) >= tau,
-        }
-        for r in result.records
-        if r.decision == "agonist"
-    ]
-
-
-__all__ = ["observed_effect_rows", "outside_problems", "validate"]
+__all__ = ["outside_problems", "validate"]

@@ -74,11 +74,11 @@ def test_sparse_agonists_are_not_expanded_and_stay_cheap() -> None:
 
 
 def test_audit_size_scales_with_the_root_and_a_tiny_root_is_tested_unit_by_unit() -> None:
-    from mecharule.search.group_testing import audit_size
+    from mecharule.search.density import audit_size
 
     config = SearchConfig()
-    assert [audit_size(n, config) for n in (2, 6, 32, 128, 4096)] == [1, 1, 8, 16, 16]
-    assert audit_size(128, SearchConfig(audit=0)) == 0
+    assert [audit_size(n, config.audit) for n in (2, 6, 32, 128, 4096)] == [1, 1, 8, 16, 16]
+    assert audit_size(128, SearchConfig(audit=0).audit) == 0
     units = layer_units(2)
     result = search([SearchProblem("p", units)], PlantedOracle({"p": {units[1]: (0.5, 0.0)}}))
     assert [r.size for r in result.trace] == [1, 1] and all(r.audit for r in result.trace)
