@@ -6,6 +6,7 @@ This is the only place that configures logging and turns progress bars on. User 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -26,6 +27,7 @@ app.add_typer(list_app, name="list")
 app.add_typer(zoo_app, name="zoo")
 
 F = TypeVar("F", bound=Callable[..., Any])
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 
 def user_errors(fn: F) -> F:
@@ -39,6 +41,16 @@ def user_errors(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted: finished work is saved; re-run the same command to resume", err=True)
             raise typer.Exit(130) from None
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            typer.echo(
+                f"error: {exc.strerror or exc}{where}; free space or choose a writable --out, then "
+                "re-run the same command: finished work is kept",
+                err=True,
+            )
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -64,7 +76,13 @@ def _pipeline(out: Path, config_file: Path | None, overrides: dict[str, Any]) ->
         config = RunConfig.model_validate(manifest["config"])
     else:
         config = load_config(config_file, overrides)
-    return Pipeline(config, out, progress=bars, notify=lambda line: typer.echo(line, err=True))
+    return Pipeline(
+        config,
+        out,
+        progress=bars,
+        notify=lambda line: typer.echo(line, err=True),
+        config_source=str(config_file) if config_file is not None else None,
+    )
 
 
 DEVICE_HELP = "torch device: cpu, cuda, cuda:1, mps ... (default: the config's, cpu)"
@@ -111,18 +129,19 @@ def run(
             "validate_brute_force": True if validate_ else None,
         },
     )
-    for line in pipe.describe():
-        typer.echo(line, err=True)
-    for stage in default_stages(pipe.config):
-        started = time.perf_counter()
-        typer.echo(f"[{stage}] ...", err=True)
-        ran = getattr(pipe, stage)()
-        typer.echo(
-            f"[{stage}] {'done' if ran else 'skipped (already done)'} "
-            f"in {time.perf_counter() - started:.1f}s",
-            err=True,
-        )
-    summary = pipe.write_summary()
+    with pipe.rundir.locked("mecharule run"):
+        for line in pipe.describe():
+            typer.echo(line, err=True)
+        for stage in default_stages(pipe.config):
+            started = time.perf_counter()
+            typer.echo(f"[{stage}] ...", err=True)
+            ran = getattr(pipe, stage)()
+            typer.echo(
+                f"[{stage}] {'done' if ran else 'skipped (already done)'} "
+                f"in {time.perf_counter() - started:.1f}s",
+                err=True,
+            )
+        summary = pipe.write_summary()
     typer.echo(json.dumps(summary, indent=2))
     typer.echo(f"report → {out / 'report' / 'index.html'}")
 
@@ -139,7 +158,8 @@ def anchor(
 
     _setup_logging(verbose)
     pipe = _existing_pipeline(rundir, config)
-    ran = pipe.anchor()
+    with pipe.rundir.locked("mecharule anchor"):
+        ran = pipe.anchor()
     data = read_json(rundir / "neuron_rules.json")
     typer.echo(("anchored" if ran else "already anchored (skipped)") + f" → {rundir / 'neuron_rules.json'}")
     typer.echo(f"HQ counts (test MCC): {data['hq_counts']['test']}")
@@ -159,7 +179,8 @@ def report(
     """Write report/index.html (self-contained) and the paper-style tables."""
     _setup_logging(verbose)
     pipe = _existing_pipeline(rundir, None)
-    pipe.report(force=True)
+    with pipe.rundir.locked("mecharule report"):
+        pipe.report(force=True)
     typer.echo(f"report → {rundir / 'report' / 'index.html'}")
 
 
@@ -196,9 +217,10 @@ def measure(
             "seed": seed,
         },
     )
-    for line in pipe.describe():
-        typer.echo(line, err=True)
-    ran = pipe.measure()
+    with pipe.rundir.locked("mecharule measure"):
+        for line in pipe.describe():
+            typer.echo(line, err=True)
+        ran = pipe.measure()
     summary = pipe.behaviour_summary()
     typer.echo(("measured" if ran else "already measured (skipped)") + f" → {out}")
     typer.echo(
@@ -232,7 +254,8 @@ def rules(
 
     _setup_logging(verbose)
     pipe = _existing_pipeline(rundir, config)
-    ran = pipe.rules()
+    with pipe.rundir.locked("mecharule rules"):
+        ran = pipe.rules()
     typer.echo(("extracted" if ran else "already extracted (skipped)") + f" → {rundir / 'rules.json'}")
     typer.echo(format_rules_table(read_json(rundir / "rules.json")))
 
@@ -247,7 +270,8 @@ def attribute(
     """Gradient attribution (AtP / EAP-IG) of every MLP unit per rule → attribution/*.safetensors + json."""
     _setup_logging(verbose)
     pipe = _existing_pipeline(rundir, config)
-    ran = pipe.attribute()
+    with pipe.rundir.locked("mecharule attribute"):
+        ran = pipe.attribute()
     typer.echo(("attributed" if ran else "already attributed (skipped)") + f" → {rundir / 'attribution'}")
 
 
@@ -263,7 +287,8 @@ def localize(
 
     _setup_logging(verbose)
     pipe = _existing_pipeline(rundir, config)
-    ran = pipe.localize()
+    with pipe.rundir.locked("mecharule localize"):
+        ran = pipe.localize()
     summary = read_json(rundir / "localization" / "summary.json")
     typer.echo(("localized" if ran else "already localized (skipped)") + f" → {rundir / 'localization'}")
     typer.echo(
@@ -293,7 +318,8 @@ def validate(
 
     _setup_logging(verbose)
     pipe = _existing_pipeline(rundir, config)
-    ran = pipe.validate()
+    with pipe.rundir.locked("mecharule validate"):
+        ran = pipe.validate()
     v = read_json(rundir / "validation.json")
     typer.echo(("validated" if ran else "already validated (skipped)") + f" → {rundir / 'validation.json'}")
     typer.echo(json.dumps({k: v[k] for k in ("cost", "wall_seconds", "forwards")}, indent=1))

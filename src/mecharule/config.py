@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mecharule.errors import ConfigError
+from mecharule.models.devices import check_device_name, check_dtype_name
 from mecharule.shortlist import candidate_count
 
 
@@ -23,8 +24,18 @@ class _Frozen(BaseModel):
 
 class ModelConfig(_Frozen):
     name: str = Field("zoo:arithmetic", description="hub id, local path, or zoo:NAME")
-    device: str = "cpu"
-    dtype: str = "float32"
+    device: str = Field("cpu", description="cpu, cuda, cuda:N, mps, xpu (checked before any model loads)")
+    dtype: str = Field("float32", description="float32 | bfloat16 | float16 | auto")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        return check_device_name(value)
+
+    @field_validator("dtype")
+    @classmethod
+    def _check_dtype(cls, value: str) -> str:
+        return check_dtype_name(value)
 
 
 class FeatureProposalConfig(_Frozen):
@@ -147,18 +158,7 @@ class RunConfig(_Frozen):
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML/JSON config file (optional) and apply dotted-key overrides (``measure.task``)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        text = path.read_text()
-        try:
-            loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}: {exc}") from None
-        data = loaded or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    data = _read_config_file(path) if path is not None else {}
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -166,10 +166,68 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> R
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"cannot set {dotted}: the config's {part!r} is {node!r}, not a mapping; "
+                    f"write it as a mapping ({part}: {{...}})"
+                )
         node[leaf] = value
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid config at {where}: {first['msg']} (got {first.get('input')!r})") from None
+        raise ConfigError(_describe_validation_error(exc)) from exc
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))[:3]
+        hint = f" such as {path / inside[0]}" if inside else ""
+        raise ConfigError(f"config path {path} is a directory, not a file; pass a YAML or JSON file{hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            "pass a YAML or JSON config file"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}: {detail}") from exc
+    if not isinstance(loaded or {}, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping at the top level, not a {type(loaded).__name__}"
+        )
+    return dict(loaded or {})
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    """The first error on one line: where, what, what was given (short) and, for a misspelt key, the
+    keys that section accepts."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    given = repr(first.get("input"))
+    given = given if len(given) <= 80 else given[:77] + "..."
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(_section(first["loc"][:-1]).model_fields)
+        return f"invalid config at {where}: unknown key (got {given}); accepted keys there: {allowed}"
+    if first["type"] == "value_error":  # our own validators name the value they reject
+        return f"invalid config at {where}: {message}"
+    return f"invalid config at {where}: {message} (got {given})"
+
+
+def _section(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The config model at a location (``("measure",)`` → MeasureConfig)."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model

@@ -15,8 +15,9 @@ import pandas as pd
 
 from mecharule import __version__
 from mecharule.config import LocalizeConfig, RunConfig
-from mecharule.errors import MecharuleError
+from mecharule.errors import MecharuleError, RunDirError
 from mecharule.estimates import Notify, calibrating_tick
+from mecharule.io.journal import Journal
 from mecharule.io.rundir import (
     RunDir,
     config_hash,
@@ -44,14 +45,19 @@ class Pipeline:
         out: Path,
         progress: ProgressFactory = silent,
         notify: Notify | None = None,
+        config_source: str | None = None,
     ) -> None:
         self.config = config
+        self.config_source = config_source  # the --config file, named in messages
         self.notify: Notify = notify or log.info
         self.rundir = RunDir(out)
         self.progress = progress
         self._handle: ModelHandle | None = None
         self._task: Task | None = None
         self._sizing: Sizing | None = None
+        self._keys: dict[str, str] = {}
+        self._fingerprint: dict[str, Any] | None = None
+        self._journal: Journal | None = None
 
     @property
     def handle(self) -> ModelHandle:
@@ -103,25 +109,75 @@ class Pipeline:
             f"task {self.config.measure.task}: {options}",
         ]
 
-    # -- hashes: each stage hashes its own section plus its upstream hash ------------------------
+    # -- keys: each stage hashes the config fields it reads and its upstream keys (stage_inputs) ---
     def stage_hash(self, stage: str) -> str:
-        cfg = self.config
-        parts: dict[str, Any] = {
-            "seed": cfg.seed,
-            "model": cfg.model.model_dump(),
-            "measure": cfg.measure.model_dump(),
-        }
-        sections = {
-            "rules": cfg.rules,
-            "attribute": cfg.attribution,
-            "localize": cfg.localize,
-            "validate": cfg.localize,
-            "anchor": cfg.anchor,
-        }
-        for name in STAGES[1 : STAGES.index(stage) + 1]:
-            if name in sections:
-                parts[name] = sections[name].model_dump()
-        return config_hash(parts)
+        from mecharule.stage_inputs import STAGE_INPUTS, read_fields
+
+        if stage not in self._keys:
+            parts: dict[str, Any] = {"config": read_fields(self.config, stage)}
+            parts["upstream"] = {up: self.stage_hash(up) for up in STAGE_INPUTS[stage].upstream}
+            if stage == "measure":
+                parts["weights"] = self.weights_fingerprint
+            self._keys[stage] = config_hash(parts)
+        return self._keys[stage]
+
+    @property
+    def weights_fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            from mecharule.models.fingerprint import weights_fingerprint
+
+            self._fingerprint = weights_fingerprint(self.config.model.name)
+        return self._fingerprint
+
+    def require_upstream(self, stage: str) -> None:
+        """Refuse to run ``stage`` on outputs of stages made under another config (or damaged)."""
+        from mecharule.stage_inputs import COMMANDS, STAGE_INPUTS
+
+        for up in STAGE_INPUTS[stage].upstream:
+            reason = self.rundir.why_not_done(up, self.stage_hash(up))
+            if reason is None:
+                continue
+            command = COMMANDS[up].format(dir=self.rundir.path)
+            if self.config_source:
+                command += f" --config {self.config_source}"
+            raise RunDirError(
+                f"{stage} reads what {up} wrote, but {reason}; run `{command}` first "
+                f"(or `mecharule run --out {self.rundir.path}`, which runs every stage in order)"
+            )
+
+    def _stage(
+        self, stage: str, body: Callable[[], list[str]], folder: str | None = None, journal: bool = False
+    ) -> bool:
+        """Run one stage unless it is done: upstream checked, later records forgotten first, files of
+        an earlier config in its ``folder`` removed after, its journal discarded once it is recorded."""
+        from mecharule.stage_inputs import STAGE_INPUTS, downstream, read_fields
+
+        key = self.stage_hash(stage)
+        self.require_upstream(stage)  # also when done: its inputs must still stand
+        if self.rundir.stage_is_done(stage, key):
+            return False
+        self._journal = Journal(self.rundir.file(f".partial/{stage}-{key}")) if journal else None
+
+        def recorded_body() -> list[str]:
+            outputs = body()
+            if folder is not None:
+                keep = set(outputs)
+                self.rundir.remove([f for f in self.rundir.files_under(folder) if f not in keep])
+            return outputs
+
+        self._record_run()
+        ran = run_stage(
+            self.rundir,
+            stage,
+            key,
+            recorded_body,
+            later=downstream(stage),
+            inputs={"config": read_fields(self.config, stage), "upstream": [*STAGE_INPUTS[stage].upstream]},
+        )
+        if self._journal is not None:
+            self._journal.discard()
+            self._journal = None
+        return ran
 
     def _record_run(self) -> None:
         self.rundir.update_manifest(
@@ -129,7 +185,11 @@ class Pipeline:
             seed=self.config.seed,
             package_version=__version__,
             python=platform.python_version(),
-            model={"name": self.config.model.name, "path": self._model_path()},
+            model={
+                "name": self.config.model.name,
+                "path": self._model_path(),
+                "weights": self.weights_fingerprint,
+            },
         )
 
     def _model_path(self) -> str:
@@ -201,11 +261,9 @@ class Pipeline:
             )
             return ["behaviour.parquet", "features.parquet", "features.json"]
 
-        self._record_run()
-        return run_stage(self.rundir, "measure", stage_hash, body)
+        return self._stage("measure", body)
 
     def rules(self) -> bool:
-        self.rundir.require("behaviour.parquet", "features.parquet", "features.json", stage="measure")
         cfg = self.config.rules
 
         def body() -> list[str]:
@@ -221,11 +279,9 @@ class Pipeline:
                 )
             return ["rules.json"]
 
-        return run_stage(self.rundir, "rules", self.stage_hash("rules"), body)
+        return self._stage("rules", body)
 
     def attribute(self) -> bool:
-        self.rundir.require("rules.json", stage="rules")
-
         def body() -> list[str]:
             from mecharule.attribution.stage import attribute_rules
             from mecharule.search.problems import behaviour_rules, rule_mask
@@ -253,10 +309,11 @@ class Pipeline:
                     seed=cfg.seed,
                     positions=cfg.localize.positions,
                     n_reference=cfg.localize.n_reference,
+                    journal=self._journal,
                 )
-            return [f"attribution/rule_{r['id']}.safetensors" for r in rules]
+            return [f"attribution/rule_{r['id']}.{ext}" for r in rules for ext in ("safetensors", "json")]
 
-        return run_stage(self.rundir, "attribute", self.stage_hash("attribute"), body)
+        return self._stage("attribute", body, folder="attribution", journal=True)
 
     def localize(self) -> bool:
         return self._search_stage("localize", "localization/summary.json", "localize (group evaluations)")
@@ -266,7 +323,6 @@ class Pipeline:
 
     def _search_stage(self, stage: str, output: str, label: str) -> bool:
         """localize (CHA) and validate (CHA beside brute force) take the same inputs."""
-        self.rundir.require("rules.json", stage="rules")
 
         def body() -> list[str]:
             from mecharule.search.localize import localize, prepare
@@ -296,14 +352,20 @@ class Pipeline:
                         setup,
                         seed=cfg.seed,
                         tick=_cumulative(tick),
+                        journal=self._journal,
                     )
                 else:
                     validate(
-                        self.rundir.path, self.localize_config, setup, seed=cfg.seed, tick=_cumulative(tick)
+                        self.rundir.path,
+                        self.localize_config,
+                        setup,
+                        seed=cfg.seed,
+                        tick=_cumulative(tick),
+                        journal=self._journal,
                     )
-            return [output]
+            return self.rundir.files_under("localization") if stage == "localize" else [output]
 
-        return run_stage(self.rundir, stage, self.stage_hash(stage), body)
+        return self._stage(stage, body, folder="localization" if stage == "localize" else None, journal=True)
 
     def _calibrate_search(self, setup: Any) -> str:
         """Time one single-unit group evaluation on the first problem; extrapolate the stage."""
@@ -326,8 +388,6 @@ class Pipeline:
         return group_testing_estimate(roots, seconds, audit=self.config.localize.audit)
 
     def anchor(self) -> bool:
-        self.rundir.require("localization/summary.json", stage="localize")
-
         def body() -> list[str]:
             from mecharule.anchoring.stage import anchor
 
@@ -342,10 +402,11 @@ class Pipeline:
                     cfg.rules,
                     kind=cfg.attribution.unit_kind,
                     seed=cfg.seed,
+                    journal=self._journal,
                 )
             return ["flips.parquet", "neuron_rules.json"]
 
-        return run_stage(self.rundir, "anchor", self.stage_hash("anchor"), body)
+        return self._stage("anchor", body, journal=True)
 
     def report(self, force: bool = False) -> bool:
         self.rundir.require("behaviour.parquet", stage="measure")
@@ -358,9 +419,10 @@ class Pipeline:
                 render_report(self.rundir.path)
             return ["report/index.html", "summary.json"]
 
-        # the report reflects whatever stages exist, so its hash covers their hashes
+        # the report reflects the stages that stand recorded, so its key covers theirs
         done = self.rundir.manifest().get("stages", {})
-        upstream = {k: v.get("config_hash") for k, v in done.items() if k != "report"}
+        intact = self.rundir.intact_stages() or set()
+        upstream = {k: v.get("config_hash") for k, v in done.items() if k != "report" and k in intact}
         if force:
             self.rundir.mark_stage_done("report", "forced", body(), 0.0)
             return True

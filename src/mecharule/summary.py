@@ -8,12 +8,11 @@ from mecharule.io.rundir import RunDir, read_json, read_parquet
 
 
 def _maybe(rundir: RunDir, name: str) -> dict[str, Any] | None:
-    path = rundir.file(name)
-    return read_json(path) if path.exists() else None
+    return read_json(rundir.file(name)) if rundir.trusted(name) else None
 
 
 def build_summary(rundir: RunDir) -> dict[str, Any]:
-    behaviour = read_parquet(rundir.file("behaviour.parquet"))
+    behaviour = read_parquet(rundir.file("behaviour.parquet"), columns=("label",))
     manifest = rundir.manifest()
     summary: dict[str, Any] = {
         "model": manifest.get("model", {}).get("name"),

@@ -302,19 +302,11 @@ def build_run_dir(run_dir: Path, *, stages: str = "all") -> Path:
             "seed": 0,
             "package_version": "0.1.0",
             "model": {"name": "zoo:arithmetic", "path": "/nonexistent/organisms/arithmetic"},
-            "stages": {
-                s: {
-                    "config_hash": f"{i:016x}",
-                    "outputs": [],
-                    "wall_seconds": 1.0 + i,
-                    "finished_at": "2026-01-01T00:00:00",
-                }
-                for i, s in enumerate(stage_names)
-            },
+            "stages": {},
         },
     )
     if stages == "measure":
-        return run_dir
+        return _record_stages(run_dir, stage_names)
     rules = extract_behaviour_rules(run_dir, seed=0, options={"n_estimators": 20, "max_depth": 3})
     rule_text = rules["disjuncts"][0]["readable"] if rules["disjuncts"] else "no rule"
     _localization(run_dir, rule_text)
@@ -333,4 +325,23 @@ def build_run_dir(run_dir: Path, *, stages: str = "all") -> Path:
             "schema_version_of_inputs": SCHEMA_VERSION,
         },
     )
+    return _record_stages(run_dir, stage_names)
+
+
+STAGE_OUTPUTS = {
+    "measure": ["behaviour.parquet", "features.parquet", "features.json"],
+    "rules": ["rules.json"],
+    "localize": ["localization/summary.json"],
+    "validate": ["validation.json"],
+    "anchor": ["flips.parquet", "neuron_rules.json"],
+}
+
+
+def _record_stages(run_dir: Path, stage_names: list[str]) -> Path:
+    """Record each stage as done with the digests of its files, as the pipeline does."""
+    from mecharule.io.rundir import RunDir
+
+    rundir = RunDir(run_dir)
+    for i, stage in enumerate(stage_names):
+        rundir.mark_stage_done(stage, f"{i:016x}", STAGE_OUTPUTS[stage], 1.0 + i)
     return run_dir

@@ -98,9 +98,18 @@ def test_validation_counts_strong_agonists_the_shortlist_dropped(finished_run):
                 assert b["recall"] == round(b["found"] / (b["in_shortlist"] + outside), 4)
     pipe = Pipeline(config, out)
     att = config.attribution
-    setup = prepare(pipe.handle, pipe.task, out, pipe.localize_config, kind=att.unit_kind, top_m=att.top_m,
-                    method=att.methods[0], max_rules=config.rules.max_rules,
-                    min_coverage=config.rules.min_coverage, seed=config.seed)
+    setup = prepare(
+        pipe.handle,
+        pipe.task,
+        out,
+        pipe.localize_config,
+        kind=att.unit_kind,
+        top_m=att.top_m,
+        method=att.methods[0],
+        max_rules=config.rules.max_rules,
+        min_coverage=config.rules.min_coverage,
+        seed=config.seed,
+    )
     problem, row = max(dropped, key=lambda item: item[1]["effect"])
     layer, index = row["unit"].removeprefix("L").replace("]", "").split(".mlp[")
     from mecharule.models.sites import Site

@@ -1,5 +1,11 @@
 """The flip table: every agonist ablated alone on an evaluation sample, against the baseline
-re-measured on the same decoding path (prompts whose label does not reproduce are dropped)."""
+re-measured on the same decoding path (prompts whose label does not reproduce are dropped).
+
+Units are run in pieces of a few screening batches (:func:`~mecharule.search.oracle.groups_per_piece`);
+with a :class:`~mecharule.io.journal.Journal`, each unit's label column is journaled (with the kept
+rows it belongs to) as its piece finishes, and a resumed run takes it from there without engine work.
+The baseline pass (which rows are kept) is recomputed on resume.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,10 @@ import pandas as pd
 from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable
+from mecharule.io.journal import Journal
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site
+from mecharule.search.oracle import groups_per_piece
 from mecharule.tasks.base import Task, stop_strings_of
 
 FLIP_TARGETS = ("any", "true_to_false", "false_to_true")
@@ -45,8 +53,11 @@ def flip_table(
     tables: Mapping[SiteKey, ValueTable],
     positions: PositionMode,
     memory_budget_mb: int | str,
+    journal: Journal | None = None,
 ) -> tuple[pd.DataFrame, int]:
-    """``row, split, baseline`` + one bool column per unit (its label under ablation); dropped count."""
+    """``row, split, baseline`` + one bool column per unit (its label under ablation); dropped count.
+
+    ``journal``: keep each unit's column there, and take those an earlier (killed) run kept."""
     engine = AblationEngine(
         handle,
         behaviour.iloc[rows],
@@ -59,13 +70,41 @@ def flip_table(
         stop_strings=stop_strings_of(task),
     )
     kept = np.delete(rows, engine.dropped)
-    labels = engine.run([[u] for u in units]).labels
     table = pd.DataFrame(
         {"row": kept, "split": behaviour["split"].to_numpy()[kept], "baseline": engine.baseline_labels}
     )
-    for unit, column in zip(units, labels, strict=True):
-        table[str(unit)] = column
+    columns = unit_labels(engine, units, kept, journal)
+    for unit in units:
+        table[str(unit)] = columns[unit]
     return table, len(engine.dropped)
+
+
+def unit_labels(
+    engine: AblationEngine, units: Sequence[Site], kept: np.ndarray, journal: Journal | None = None
+) -> dict[Site, np.ndarray]:
+    """Per unit, ``# [kept prompts]`` bool labels under its ablation alone; journaled per piece."""
+    kept_rows = [int(r) for r in kept]
+    columns: dict[Site, np.ndarray] = {}
+    for unit in units:
+        done = journal.get(f"flips|{unit}") if journal is not None else None
+        if (
+            isinstance(done, dict)
+            and done.get("rows") == kept_rows
+            and len(done.get("labels", ())) == len(kept)
+        ):
+            columns[unit] = np.asarray(done["labels"], dtype=bool)
+    todo = [u for u in units if u not in columns]
+    size = groups_per_piece(engine)
+    for start in range(0, len(todo), size):
+        piece = todo[start : start + size]
+        labels = engine.run([[u] for u in piece]).labels  # [units, kept prompts]
+        for unit, column in zip(piece, labels, strict=True):
+            columns[unit] = np.asarray(column, dtype=bool)
+        if journal is not None:
+            journal.put_many(
+                (f"flips|{u}", {"rows": kept_rows, "labels": columns[u].tolist()}) for u in piece
+            )
+    return columns
 
 
 def flip_target(table: pd.DataFrame, unit: str, target: str) -> np.ndarray:

@@ -4,10 +4,16 @@ when ablating the agonist flips the behaviour. Selected on TRAIN rows, scored on
 
 Controls beside them: the permuted-label (fake target) control of every extraction, and random
 non-agonist units of the same count put through the same flip + rule pipeline.
+
+With a :class:`~mecharule.io.journal.Journal`, each unit's entry (one extractor fit per flip target)
+is journaled as it is finished, keyed by the unit, the targets and a digest of the flip data it was
+fitted on; a resumed run takes it from there instead of fitting again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from mecharule.anchoring.flips import FLIP_TARGETS, flip_target
+from mecharule.io.journal import Journal
+from mecharule.io.rundir import json_default
 from mecharule.rules.scoring import extract_and_score
 from mecharule.rules.text import Glossary
 
@@ -105,27 +113,57 @@ def anchor_units(
     min_coverage: float,
     hq_threshold: float,
     targets: Sequence[str] = FLIP_TARGETS,
+    journal: Journal | None = None,
 ) -> list[dict[str, Any]]:
+    """One entry per unit: flip rates, rules per flip target, the best target and its control.
+
+    ``journal``: keep each unit's entry there, and take those an earlier (killed) run kept."""
     X = features.iloc[flips["row"].to_numpy()].reset_index(drop=True)
     is_test = (flips["split"] == "test").to_numpy()
     out = []
     for unit in units:
-        per_target = {}
-        rates = {}
-        for target in targets:
-            y = flip_target(flips, unit, target)
-            rates[target] = round(float(y.mean()), 4)
-            per_target[target] = target_rules(X, y, is_test, glossary, extractor, options, seed)
-        best = best_target(per_target, min_coverage)
-        out.append(
-            {
-                "site": unit,
-                "n_eval": len(flips),
-                "flip_rates": rates,
-                "targets": per_target,
-                "best": best,
-                "best_control": best_target(per_target, min_coverage, control=True),
-                "hq": bool(best["target"]) and best["test_mcc"] >= hq_threshold,
-            }
-        )
+        key = f"anchored|{','.join(targets)}|{unit}|{_flip_digest(flips, unit)}"
+        entry = journal.get(key) if journal is not None else None
+        if not isinstance(entry, dict):
+            entry = _anchor_unit(flips, X, is_test, unit, glossary, extractor, options, seed, targets)
+            entry["best"] = best_target(entry["targets"], min_coverage)
+            entry["best_control"] = best_target(entry["targets"], min_coverage, control=True)
+            entry["hq"] = bool(entry["best"]["target"]) and entry["best"]["test_mcc"] >= hq_threshold
+            if journal is not None:
+                entry = _plain(entry)  # as the journal will give it back (numpy scalars -> JSON)
+                journal.put(key, entry)
+        out.append(entry)
     return out
+
+
+def _anchor_unit(
+    flips: pd.DataFrame,
+    X: pd.DataFrame,
+    is_test: np.ndarray,
+    unit: str,
+    glossary: Glossary,
+    extractor: str,
+    options: Mapping[str, Any],
+    seed: int,
+    targets: Sequence[str],
+) -> dict[str, Any]:
+    per_target = {}
+    rates = {}
+    for target in targets:
+        y = flip_target(flips, unit, target)
+        rates[target] = round(float(y.mean()), 4)
+        per_target[target] = target_rules(X, y, is_test, glossary, extractor, options, seed)
+    return {"site": unit, "n_eval": len(flips), "flip_rates": rates, "targets": per_target}
+
+
+def _flip_digest(flips: pd.DataFrame, unit: str) -> str:
+    """Digest of what a unit's rules are fitted on: rows, split, baseline and its ablated labels."""
+    digest = hashlib.blake2b(digest_size=12)
+    for column in ("row", "split", "baseline", unit):
+        digest.update(np.asarray(flips[column].astype(str).to_numpy(), dtype=str).tobytes())
+    return digest.hexdigest()
+
+
+def _plain(entry: dict[str, Any]) -> dict[str, Any]:
+    plain: dict[str, Any] = json.loads(json.dumps(entry, default=json_default))
+    return plain

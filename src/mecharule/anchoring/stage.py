@@ -10,6 +10,7 @@ import numpy as np
 from mecharule.anchoring.flips import agonists_from_summary, evaluation_rows, flip_table
 from mecharule.anchoring.neuron_rules import anchor_units, hq_counts
 from mecharule.config import AnchorConfig, LocalizeConfig, RulesConfig
+from mecharule.io.journal import Journal
 from mecharule.io.rundir import read_json, write_json, write_parquet
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind
@@ -42,7 +43,15 @@ def anchor(
     *,
     kind: UnitKind,
     seed: int,
+    journal: Journal | None = None,
 ) -> dict[str, Any]:
+    """The flip table of the strongest agonists and their random controls, then the rules anchored
+    in each unit → ``flips.parquet`` and ``neuron_rules.json``.
+
+    ``journal``: keep each unit's flip column and anchored-rule entry there as it is finished, and
+    take those an earlier (killed) run kept, so a kill loses at most the units in flight; the
+    reference tables and the baseline pass are recomputed on resume. The caller discards it.
+    """
     behaviour, features, defs = load_rule_inputs(run_dir)
     glossary = feature_glossary(defs, features)
     localized = agonists_from_summary(read_json(run_dir / "localization" / "summary.json"), 10**9)
@@ -60,6 +69,7 @@ def anchor(
         tables,
         localize_cfg.positions,
         localize_cfg.memory_budget_mb,
+        journal,
     )
     write_parquet(
         run_dir / "flips.parquet", flips.drop(columns=[str(u) for u in controls]), {"dropped": dropped}
@@ -70,6 +80,7 @@ def anchor(
         "seed": seed,
         "min_coverage": cfg.min_coverage,
         "hq_threshold": cfg.hq_threshold,
+        "journal": journal,
     }
     anchored = anchor_units(flips, features, [str(u) for u in agonists], glossary, **common)
     control_entries = anchor_units(

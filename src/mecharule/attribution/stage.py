@@ -13,10 +13,16 @@ For a regime (``positive``: TRAIN rows the model gets right; ``negative``: rows 
    says so (``regime``, ``regime_fallback``); without scores, localization would search every unit;
 4. writes ``attribution/rule_<id>.safetensors`` (one ``[n_layers, width]`` tensor per method) and
    ``attribution/rule_<id>.json`` (method settings, pairing statistics, top-20 units per method).
+
+With a :class:`~mecharule.io.journal.Journal`, each rule's files are journaled with their content
+digests once written; a resumed run reads a journaled rule back from its files (when they still
+match the digests) instead of attributing it again. The eligible pool and reference tables are
+recomputed on resume unless every rule is finished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -28,13 +34,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from mecharule.attribution import ATTRIBUTORS, AttributionRequest, select_candidates
 from mecharule.errors import ConfigError, DataError
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable, reference_tables
-from mecharule.io.rundir import SCHEMA_VERSION, RunDir, atomic_path, read_parquet, write_json
+from mecharule.io.journal import Journal
+from mecharule.io.rundir import SCHEMA_VERSION, RunDir, atomic_path, read_json, read_parquet, write_json
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import UnitKind, check_unit_kind
 from mecharule.sampling import (
@@ -96,9 +103,11 @@ def attribute_rules(
     n_reference: int = 256,
     batch_size: int = 64,
     behaviour: pd.DataFrame | None = None,
+    journal: Journal | None = None,
 ) -> list[RuleAttribution]:
     """Attribute every rule (``{"id": str, "mask": bool array over behaviour rows | callable(frame)}``,
-    optional ``"text"``); see the module docstring. ``behaviour`` defaults to the run's table."""
+    optional ``"text"``); see the module docstring. ``behaviour`` defaults to the run's table.
+    ``journal``: record each finished rule there, and skip the rules an earlier (killed) run finished."""
     kind = check_unit_kind(kind)
     _check_options(methods, regime, n_pairs, rules)
     root = run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir)
@@ -106,13 +115,22 @@ def attribute_rules(
     if behaviour is None:
         behaviour = read_parquet(root / "behaviour.parquet")
     behaviour = behaviour.reset_index(drop=True)
+    masks = [_rule_mask(rule, behaviour) for rule in rules]
+    keys = [f"rule|{rule['id']}|{_digest(mask.tobytes())}" for rule, mask in zip(rules, masks, strict=True)]
+    finished = [
+        _journaled(out_dir, str(rule["id"]), key, journal) for rule, key in zip(rules, keys, strict=True)
+    ]
+    if all(done is not None for done in finished):
+        return [done for done in finished if done is not None]
     pool = _eligible_pool(handle, behaviour, regime, n_pairs, seed)
     needs_tables = any(m in ("atp", "atp_gd") for m in methods)
     tables = _reference_tables(handle, behaviour, kind, n_reference, seed) if needs_tables else None
     results = []
     pools: dict[str, _Pool | None] = {regime: pool}
-    for rule in rules:
-        mask = _rule_mask(rule, behaviour)
+    for rule, mask, key, done in zip(rules, masks, keys, finished, strict=True):
+        if done is not None:
+            results.append(done)
+            continue
         used = regime
         result = _attribute_one(
             handle, pool, str(rule["id"]), mask, methods, kind, tables, n_pairs, ig_steps, seed, positions,
@@ -145,9 +163,32 @@ def attribute_rules(
             "seed": seed,
             **result.record,
         }
-        _save(out_dir, result.rule_id, result.scores, record)
+        files = _save(out_dir, result.rule_id, result.scores, record)
+        if journal is not None:
+            journal.put(key, {name: _digest(path.read_bytes()) for name, path in files.items()})
         results.append(RuleAttribution(result.rule_id, result.scores, record))
     return results
+
+
+def _journaled(out_dir: Path, rule_id: str, key: str, journal: Journal | None) -> RuleAttribution | None:
+    """The rule as an earlier run left it: its files, if the journal has them and they still match."""
+    digests = journal.get(key) if journal is not None else None
+    if not isinstance(digests, dict) or f"rule_{rule_id}.json" not in digests:
+        return None
+    for name, digest in digests.items():
+        path = out_dir / name
+        if not path.is_file() or _digest(path.read_bytes()) != digest:
+            return None
+    record = read_json(out_dir / f"rule_{rule_id}.json")
+    record.pop("schema_version", None)
+    scores: dict[str, torch.Tensor] = {}
+    if f"rule_{rule_id}.safetensors" in digests:
+        scores = load_file(str(out_dir / f"rule_{rule_id}.safetensors"))
+    return RuleAttribution(rule_id, scores, record)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _attribute_one(
@@ -297,14 +338,22 @@ def _top_units(scores: torch.Tensor, kind: UnitKind) -> list[dict[str, Any]]:
     ]
 
 
-def _save(out_dir: Path, rule_id: str, scores: Mapping[str, torch.Tensor], record: dict[str, Any]) -> None:
+def _save(
+    out_dir: Path, rule_id: str, scores: Mapping[str, torch.Tensor], record: dict[str, Any]
+) -> dict[str, Path]:
+    """Write the rule's files (no safetensors when it has no scores); returns them by name."""
+    tensors_path, record_path = out_dir / f"rule_{rule_id}.safetensors", out_dir / f"rule_{rule_id}.json"
+    files = {}
     if scores:
-        with atomic_path(out_dir / f"rule_{rule_id}.safetensors") as tmp:
+        with atomic_path(tensors_path) as tmp:
             tensors = {name: t.detach().float().contiguous().cpu() for name, t in scores.items()}
             save_file(
                 tensors, str(tmp), metadata={"schema_version": str(SCHEMA_VERSION), "kind": record["kind"]}
             )
-    write_json(out_dir / f"rule_{rule_id}.json", record)
+        files[tensors_path.name] = tensors_path
+    write_json(record_path, record)
+    files[record_path.name] = record_path
+    return files
 
 
 def _check_options(

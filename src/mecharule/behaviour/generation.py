@@ -12,7 +12,7 @@ token: a row finishes at EOS or at the first token whose own text contains a sto
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -196,6 +196,32 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
     return text[:cut]
 
 
+def length_order(handle: ModelHandle, prompts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+    """Token ids of every prompt (unpadded) and the prompt indices sorted by token length (stable)."""
+    token_ids = handle.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]  # once, unpadded
+    return token_ids, sorted(range(len(prompts)), key=lambda i: len(token_ids[i]))
+
+
+def answer_batches(
+    handle: ModelHandle,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 512,
+    stop_strings: Sequence[str] = (),
+    start: int = 0,
+) -> Iterator[tuple[list[int], list[str]]]:
+    """Greedy answers batch by batch in length order (:func:`length_order`), from sorted position
+    ``start`` on: ``(prompt indices, their answers)`` per batch."""
+    if not prompts:
+        return
+    token_ids, order = length_order(handle, prompts)
+    for begin in range(start, len(order), batch_size):
+        chunk = order[begin : begin + batch_size]
+        ids, mask = left_pad(handle, [prompts[i] for i in chunk], [token_ids[i] for i in chunk])
+        tokens = greedy_generate(handle, ids, mask, max_new_tokens, stop_strings=stop_strings)
+        yield chunk, decode_answers(handle, tokens, stop_strings)
+
+
 def generate_answers(
     handle: ModelHandle,
     prompts: Sequence[str],
@@ -205,16 +231,9 @@ def generate_answers(
     stop_strings: Sequence[str] = (),
 ) -> list[str]:
     """Greedy answers for every prompt, batched by similar length (order preserved)."""
-    if not prompts:
-        return []
-    token_ids = handle.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]  # once, unpadded
-    order = sorted(range(len(prompts)), key=lambda i: len(token_ids[i]))
     answers: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids, mask = left_pad(handle, [prompts[i] for i in chunk], [token_ids[i] for i in chunk])
-        tokens = greedy_generate(handle, ids, mask, max_new_tokens, stop_strings=stop_strings)
-        for i, answer in zip(chunk, decode_answers(handle, tokens, stop_strings), strict=True):
+    for chunk, texts in answer_batches(handle, prompts, max_new_tokens, batch_size, stop_strings):
+        for i, answer in zip(chunk, texts, strict=True):
             answers[i] = answer
         if progress is not None:
             progress(len(chunk))

@@ -1,25 +1,34 @@
 """Behaviour measurement: greedy answers, labels, a seeded stratified split.
 
-Work is checkpointed in chunks under ``<out>/.partial/measure-<hash>/`` so an interrupted run
-resumes where it stopped; the final ``behaviour.parquet`` is written atomically.
+Work is checkpointed under ``<out>/.partial/measure-<hash>/`` so an interrupted run resumes where it
+stopped; the final ``behaviour.parquet`` is written atomically. Prompts are answered in chunks of
+:data:`CHUNK`, each in length order (batches of similar length, as :func:`generate_answers`). Inside
+a chunk, the answers finished so far are saved at least every :data:`CHECKPOINT_SECONDS` of work as
+a *part* (``chunk-<start>.part-<lo>-<hi>.parquet``: sorted positions ``[lo, hi)`` of the chunk, with
+their prompt indices); a finished chunk is saved whole (``chunk-<start>.parquet``) and its parts
+removed. On resume, whole chunks of the right length and parts that continue each other from
+position 0 with the expected prompts are read back; anything else is deleted. Batches are the same
+as in an uninterrupted run, so the answers are too.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mecharule.behaviour.generation import generate_answers
+from mecharule.behaviour.generation import answer_batches, length_order
 from mecharule.errors import DataError
 from mecharule.io.rundir import atomic_path
 from mecharule.models.loading import ModelHandle
 from mecharule.tasks.base import Task, stop_strings_of
 
-CHUNK = 4096
+CHUNK = 4096  # prompts per saved chunk (and per length sort)
+CHECKPOINT_SECONDS = 30.0  # save the finished prompts of a chunk at least this often
 
 
 def stratified_split(strata: pd.Series, test_fraction: float, seed: int) -> np.ndarray:
@@ -46,23 +55,110 @@ def _answer_chunks(
     answers: list[str] = []
     for start in range(0, len(prompts), CHUNK):
         path = partial / f"chunk-{start:09d}.parquet"
-        if path.exists():
-            done = pd.read_parquet(path)["answer"].tolist()
-            if progress is not None:
-                progress(len(done))
-        else:
-            done = generate_answers(
-                handle,
-                prompts[start : start + CHUNK],
-                task.max_new_tokens,
-                batch_size,
-                progress,
-                stop_strings_of(task),
-            )
+        texts = prompts[start : start + CHUNK]
+        done = _saved_chunk(path, len(texts))
+        if done is None:
+            done = _answer_chunk(handle, task, texts, start, batch_size, partial, progress)
             with atomic_path(path) as tmp:
                 pd.DataFrame({"answer": done}).to_parquet(tmp)
+            for part in partial.glob(f"chunk-{start:09d}.part-*.parquet"):
+                part.unlink()
+        elif progress is not None:
+            progress(len(done))
         answers.extend(done)
     return answers
+
+
+def _saved_chunk(path: Path, n: int) -> list[str] | None:
+    """A whole chunk saved earlier, if it holds ``n`` answers (else it is deleted)."""
+    if not path.exists():
+        return None
+    try:
+        done: list[str] = pd.read_parquet(path)["answer"].tolist()
+    except (OSError, ValueError, KeyError):
+        done = []
+    if len(done) == n:
+        return done
+    path.unlink()
+    return None
+
+
+def _answer_chunk(
+    handle: ModelHandle,
+    task: Task,
+    texts: list[str],
+    start: int,
+    batch_size: int,
+    partial: Path,
+    progress: Callable[[int], None] | None,
+) -> list[str]:
+    """One chunk's answers: saved parts first, then the rest in length order, saving a part at least
+    every ``CHECKPOINT_SECONDS``."""
+    _, order = length_order(handle, texts)
+    answers: list[str] = [""] * len(texts)
+    position = _saved_parts(partial, start, order, answers)
+    if progress is not None and position:
+        progress(position)
+    pending: list[tuple[int, str]] = []
+    saved_at = time.monotonic()
+    batches = answer_batches(handle, texts, task.max_new_tokens, batch_size, stop_strings_of(task), position)
+    for indices, batch in batches:
+        for i, answer in zip(indices, batch, strict=True):
+            answers[i] = answer
+            pending.append((i, answer))
+        if progress is not None:
+            progress(len(indices))
+        if time.monotonic() - saved_at >= CHECKPOINT_SECONDS and position + len(pending) < len(texts):
+            position = _save_part(partial, start, position, pending)
+            pending, saved_at = [], time.monotonic()
+    return answers
+
+
+def _saved_parts(partial: Path, start: int, order: list[int], answers: list[str]) -> int:
+    """Fill ``answers`` from the chunk's saved parts; returns the sorted position they reach. The
+    first part that does not continue the previous one with the expected prompts is deleted, with
+    every later one."""
+    position = 0
+    parts = sorted(partial.glob(f"chunk-{start:09d}.part-*.parquet"))  # zero-padded: in order
+    for k, path in enumerate(parts):
+        frame = _read_part(path, start, position, order)
+        if frame is None:
+            for stale in parts[k:]:
+                stale.unlink()
+            break
+        for i, answer in zip(frame["index"].tolist(), frame["answer"].tolist(), strict=True):
+            answers[i] = answer
+        position += len(frame)
+    return position
+
+
+def _read_part(path: Path, start: int, position: int, order: list[int]) -> pd.DataFrame | None:
+    """The part at ``path`` if it covers sorted positions ``[position, end)`` with the prompts
+    ``order`` puts there, else None."""
+    try:
+        end = int(path.name.removesuffix(".parquet").rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
+    if path.name != _part_name(start, position, end) or not position < end <= len(order):
+        return None
+    try:
+        frame = pd.read_parquet(path)
+        matches = frame["index"].tolist() == order[position:end]
+    except (OSError, ValueError, KeyError):
+        return None
+    return frame if matches else None
+
+
+def _save_part(partial: Path, start: int, position: int, pending: list[tuple[int, str]]) -> int:
+    end = position + len(pending)
+    frame = pd.DataFrame({"index": [i for i, _ in pending], "answer": [a for _, a in pending]})
+    with atomic_path(partial / _part_name(start, position, end)) as tmp:
+        frame.to_parquet(tmp)
+    return end
+
+
+def _part_name(start: int, lo: int, hi: int) -> str:
+    return f"chunk-{start:09d}.part-{lo:06d}-{hi:06d}.parquet"
 
 
 def measure_behaviour(

@@ -6,7 +6,9 @@ is sent WHOLE (the reference sent its first character only). Answers are parsed 
 fences, prose around the JSON, trailing commas, a single object, a truncated list) and every item
 is checked by the sandbox's AST validator; bad items are skipped and logged, never fatal. A round
 that yields nothing is retried at most ``max_attempts`` times, so the loop always ends (the
-reference retried forever). Labels are deduplicated after normalisation.
+reference retried forever). Labels are deduplicated after normalisation. Every item skipped here
+(unparseable, duplicate label, failed validation) is also handed to the ``on_skip`` callback as a
+:class:`SkippedProposal`, so a run can log every proposal and its fate.
 
 The functions proposed here have NOT run yet: pass them to
 :func:`mecharule.features.sandbox.score_proposed_features`.
@@ -18,8 +20,9 @@ import json
 import logging
 import re
 import textwrap
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,8 +33,8 @@ from mecharule.llm.client import ChatCompleter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "ProposedFeature", "build_proposal_prompt", "parse_feature_list",
-           "propose_features"]  # fmt: skip
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "ProposedFeature", "SkippedProposal", "build_proposal_prompt",
+           "parse_feature_list", "propose_features"]  # fmt: skip
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an expert in interpretability who designs simple, deterministic Python features of a "
@@ -41,6 +44,21 @@ DEFAULT_SYSTEM_PROMPT = (
 MAX_EXAMPLE_CHARS = 400
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[\]}])")
+
+
+@dataclass(frozen=True)
+class SkippedProposal:
+    """An answer item that never became a :class:`ProposedFeature`, and why.
+
+    ``stage``: "parse" (no usable item; ``label`` is None), "duplicate" (its normalised label was
+    taken) or "validation" (the AST allow-list refused its source, which was never run).
+    """
+
+    round: int
+    label: str | None
+    stage: Literal["parse", "duplicate", "validation"]
+    reason: str
+    python_src: str = ""
 
 
 def propose_features(
@@ -60,13 +78,14 @@ def propose_features(
     temperature: float = 0.3,
     max_tokens: int | None = None,
     seed: int | np.random.Generator = 42,
+    on_skip: Callable[[SkippedProposal], None] | None = None,
 ) -> list[ProposedFeature]:
     """Run ``n_rounds`` contrastive proposal rounds; return the new, valid, distinct proposals.
 
     ``labels[i]`` is True where row ``i`` shows the behaviour named ``positive_label`` ("correct",
     "jailbroken"). ``existing`` lists (name, description) of features already defined (seed
     features); they are shown to the LLM and their names are never proposed again. At most
-    ``n_rounds * max_attempts`` requests are sent.
+    ``n_rounds * max_attempts`` requests are sent. ``on_skip`` receives every item not kept.
     """
     _check_settings(n_rounds, n_features, n_examples, max_shown, max_attempts)
     texts, positives, negatives = _split_examples(prompts, labels)
@@ -84,7 +103,10 @@ def propose_features(
             )  # fmt: skip
             answer = client.complete(system_prompt, user, temperature=temperature, max_tokens=max_tokens,
                                      seed=int(rng.integers(2**31 - 1)))  # fmt: skip
-            new = _accept(answer, seen, round_index)
+            new, skipped = _accept(answer, seen, round_index)
+            if on_skip is not None:
+                for item in skipped:
+                    on_skip(item)
             accepted.extend(new)
             if new:
                 break
@@ -312,22 +334,28 @@ def _clean_source(source: str) -> str:
     return textwrap.dedent(source).strip() + "\n"
 
 
-def _accept(answer: str, seen: set[str], round_index: int) -> list[ProposedFeature]:
+def _accept(
+    answer: str, seen: set[str], round_index: int
+) -> tuple[list[ProposedFeature], list[SkippedProposal]]:
     """Parse an answer; keep valid items whose normalised label is new (``seen`` is updated)."""
     items, problems = parse_feature_list(answer)
+    skipped = [SkippedProposal(round_index, None, "parse", problem) for problem in problems]
     new: list[ProposedFeature] = []
     for item in items:
-        key = feature_name(item["label"])
+        label, source = item["label"], item["python_src"]
+        key = feature_name(label)
         if key in seen:
-            problems.append(f"{item['label']!r}: duplicate label")
+            reason = f"duplicate label: {key!r} is a seed feature or an earlier proposal"
+            skipped.append(SkippedProposal(round_index, label, "duplicate", reason, source))
             continue
         try:
-            validate_feature_source(item["python_src"])
+            validate_feature_source(source)
         except SandboxError as exc:
-            problems.append(f"{item['label']!r}: {exc}")
+            skipped.append(SkippedProposal(round_index, label, "validation", str(exc), source))
             continue
         seen.add(key)
-        new.append(ProposedFeature(item["label"], item["description"], item["python_src"], round_index))
-    for problem in problems:
-        logger.info("proposal round %d: skipped %s", round_index, problem)
-    return new
+        new.append(ProposedFeature(label, item["description"], source, round_index))
+    for skip in skipped:
+        subject = f"{skip.label!r}: " if skip.label is not None else ""
+        logger.info("proposal round %d: skipped %s%s", round_index, subject, skip.reason)
+    return new, skipped

@@ -9,14 +9,18 @@ None``. It crosses two walls before its values are used:
    chain such as ``().__class__.__bases__``), no frame/generator introspection attributes, and no
    reference to ``eval``, ``exec``, ``open``, ``getattr``, ``type`` and friends.
 2. The function runs in a separate, short-lived process (``sandbox_worker.py`` under
-   ``python -I -S``) that drops root, forbids fork, file writes and new file descriptors (so no
-   sockets), caps CPU time and memory, sees only a small table of builtins plus ``math`` and ``re``
-   functions, and is killed with its whole process group after ``wall_seconds``. Each feature gets
-   its own process, so one bad feature never costs the others their results.
+   ``python -I -S``, started by :mod:`mecharule.features.sandbox_process` in a session of its own)
+   that drops root, forbids fork, file writes and new file descriptors (so no sockets), caps CPU
+   time and memory, cannot signal, ptrace or open a socket (seccomp, where Linux allows it), sees
+   only a small table of builtins plus ``math`` and ``re`` functions, and is killed with its whole
+   process group after ``wall_seconds``. Each feature gets its own process, so one bad feature
+   never costs the others their results; all proposals of one round share ``round_seconds``.
 
 Values come back as JSON and are sanitised: bool → 0/1, None or a non-number → NaN ("not
-applicable"), non-finite → NaN, |x| > 1e12 → clipped. A feature that fails on too many rows, or
-yields no number at all, is rejected with its reason.
+applicable"), non-finite → NaN, |x| > 1e12 → clipped. An exception costs only its row (NaN, and
+counted); a feature that fails on more than ``max_error_fraction`` of rows, or yields no number
+at all, is rejected with its reason (which rows raised, returned None, non-finite values or
+non-numbers).
 
 Proposed features are evaluated in the sandbox ONCE per prompt table: the :class:`Feature`
 returned by :func:`score_proposed_features` carries those precomputed values, and its ``compute``
@@ -26,16 +30,11 @@ refuses any other table (call :func:`score_proposed_features` again for a new ta
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import logging
 import math
 import os
 import re
-import selectors
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Collection, Sequence
@@ -47,12 +46,25 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from mecharule.errors import ConfigError, DataError, SandboxError
+from mecharule.errors import DataError, SandboxError
 from mecharule.features.base import Feature, FeatureKind
+from mecharule.features.sandbox_process import (
+    ROUND_BUDGET_EXHAUSTED,
+    WORKER_PATH,
+    SandboxLimits,
+    SandboxProbe,
+    SandboxRun,
+    probe_sandbox,
+    run_problem,
+    run_worker,
+)
 
 logger = logging.getLogger(__name__)
 
-WORKER_PATH = Path(__file__).with_name("sandbox_worker.py")
+__all__ = ["ROUND_BUDGET_EXHAUSTED", "WORKER_PATH", "ProposedFeature", "Rejection", "SandboxLimits",
+           "SandboxProbe", "SandboxRun", "build_rows", "feature_name", "probe_sandbox",
+           "run_feature_source", "score_proposed_features", "validate_feature_source"]  # fmt: skip
+
 MAX_SOURCE_CHARS = 4000
 MAX_SOURCE_LINES = 60
 MAX_AST_NODES = 1000
@@ -95,55 +107,13 @@ class ProposedFeature:
 
 @dataclass(frozen=True)
 class Rejection:
-    """Why a proposed feature was not accepted (``stage``: which wall stopped it)."""
+    """Why a proposed feature was not accepted (``stage``: which wall stopped it; ``round``: its
+    proposal round)."""
 
     label: str
     stage: Literal["validation", "execution"]
     reason: str
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Limits for ONE feature's worker process (all rows of the table).
-
-    ``cpu_seconds`` defaults to ``ceil(wall_seconds)``; ``memory_mb`` is added to the worker's
-    start-up size; a feature raising on more than ``max_error_fraction`` of rows is rejected;
-    ``n_jobs`` workers run at once (default: the number of CPUs).
-    """
-
-    wall_seconds: float = 20.0
-    cpu_seconds: int | None = None
-    memory_mb: int = 256
-    recursion_limit: int = 200
-    max_error_fraction: float = 0.5
-    n_jobs: int | None = None
-
-    def __post_init__(self) -> None:
-        checks = [
-            ("wall_seconds", self.wall_seconds > 0, "> 0"),
-            ("cpu_seconds", self.cpu_seconds is None or self.cpu_seconds >= 1, "None or >= 1"),
-            ("memory_mb", self.memory_mb >= 16, ">= 16"),
-            ("recursion_limit", 50 <= self.recursion_limit <= 10_000, "between 50 and 10000"),
-            ("max_error_fraction", 0.0 <= self.max_error_fraction <= 1.0, "between 0 and 1"),
-            ("n_jobs", self.n_jobs is None or self.n_jobs >= 1, "None or >= 1"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ConfigError(f"SandboxLimits.{name} must be {allowed}, got {getattr(self, name)!r}")
-
-    @property
-    def cpu_limit(self) -> int:
-        return self.cpu_seconds if self.cpu_seconds is not None else max(1, math.ceil(self.wall_seconds))
-
-
-@dataclass(frozen=True)
-class SandboxRun:
-    """Raw outcome of one worker: ``values`` (NaN = not applicable) or None with ``error`` set."""
-
-    values: np.ndarray | None
-    n_errors: int = 0
-    n_non_numeric: int = 0
-    error: str = ""
+    round: int = 0
 
 
 # -- wall 1: static validation ----------------------------------------------------------------------
@@ -229,38 +199,23 @@ def _name_violation(name: str) -> str:
 
 
 def run_feature_source(
-    source: str, rows_path: Path, n_rows: int, limits: SandboxLimits, *, _unchecked: bool = False
+    source: str,
+    rows_path: Path,
+    n_rows: int,
+    limits: SandboxLimits,
+    *,
+    deadline: float | None = None,
+    _unchecked: bool = False,
 ) -> SandboxRun:
     """Run one feature on the JSON rows in ``rows_path`` (``[[prompt, info], ...]``) in a worker.
 
     Validation errors raise :class:`SandboxError`; failures inside the worker are returned as a
-    :class:`SandboxRun` with ``values=None`` and the reason. ``_unchecked`` skips the AST check
-    (tests use it to show that the process limits hold on their own); never use it otherwise.
+    :class:`SandboxRun` with ``values=None`` and the reason. ``deadline`` (:func:`time.monotonic`)
+    is the end of the round's time budget. ``_unchecked`` skips the AST check (tests use it to
+    show that the process limits hold on their own); never use it otherwise.
     """
-    if os.name != "posix":
-        raise SandboxError("the feature sandbox needs a POSIX system (Linux, macOS) for its process limits")
     function = _function_name_unchecked(source) if _unchecked else validate_feature_source(source)
-    spec = {
-        "source": source,
-        "function": function,
-        "cpu_seconds": limits.cpu_limit,
-        "memory_mb": limits.memory_mb,
-        "recursion_limit": limits.recursion_limit,
-    }
-    command = [sys.executable, "-I", "-S", str(WORKER_PATH), json.dumps(spec)]
-    with open(rows_path, "rb") as stdin:
-        process = subprocess.Popen(
-            command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            cwd=rows_path.parent, env={"PATH": os.defpath, "LC_ALL": "C.UTF-8"},
-            process_group=0, close_fds=True,
-        )  # fmt: skip
-    try:
-        output, failure = _collect_output(process, limits.wall_seconds, max_bytes=32 * n_rows + 8192)
-    finally:
-        _kill_process_group(process)
-    if failure:
-        return SandboxRun(None, error=failure)
-    return _parse_worker_output(output, process.returncode, limits, n_rows)
+    return run_worker(source, function, rows_path, n_rows, limits, deadline=deadline)
 
 
 def _function_name_unchecked(source: str) -> str:
@@ -270,84 +225,6 @@ def _function_name_unchecked(source: str) -> str:
         return "my_feature"
     names = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
     return names[0] if names else "my_feature"
-
-
-def _collect_output(process: subprocess.Popen[bytes], timeout: float, max_bytes: int) -> tuple[bytes, str]:
-    """Read the worker's stdout until EOF, the deadline or ``max_bytes``; returns (bytes, failure)."""
-    assert process.stdout is not None  # we created the pipe
-    deadline = time.monotonic() + timeout
-    fd = process.stdout.fileno()
-    chunks: list[bytes] = []
-    size = 0
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return b"", f"exceeded the wall-clock limit of {timeout:g} s"
-            if not selector.select(remaining):
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks), ""
-            size += len(chunk)
-            if size > max_bytes:
-                return b"", f"wrote more than {max_bytes} bytes of output"
-            chunks.append(chunk)
-
-
-def _kill_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the worker's process group (it is the leader), then reap the worker."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # the unreaped leader keeps the group id reserved
-    process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
-
-
-def _parse_worker_output(output: bytes, returncode: int, limits: SandboxLimits, n_rows: int) -> SandboxRun:
-    try:
-        message = json.loads(output) if output else None
-    except ValueError:
-        message = None
-    if not isinstance(message, dict):
-        return SandboxRun(None, error=_death_reason(returncode, limits))
-    _warn_if_weakened(message)
-    if not message.get("ok"):
-        return SandboxRun(None, error=str(message.get("error", "unknown worker error"))[:300])
-    values = message.get("values")
-    if not isinstance(values, list) or len(values) != n_rows:
-        return SandboxRun(None, error="worker returned a malformed result")
-    array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    return SandboxRun(
-        array,
-        n_errors=int(message.get("n_errors", 0)),
-        n_non_numeric=int(message.get("n_non_numeric", 0)),
-        error=str(message.get("error", ""))[:300],
-    )
-
-
-_warned: set[str] = set()
-
-
-def _warn_if_weakened(message: dict[str, Any]) -> None:
-    """Log once per process if a worker could not apply a limit or still runs as root."""
-    problems = [str(p) for p in message.get("unenforced", [])]
-    if message.get("uid") == 0:
-        problems.append("the worker runs as root")
-    for problem in problems:
-        if problem not in _warned:
-            _warned.add(problem)
-            logger.warning("feature sandbox weakened on this system: %s", problem)
-
-
-def _death_reason(returncode: int, limits: SandboxLimits) -> str:
-    if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
-        if -returncode == signal.SIGXCPU:
-            return f"exceeded the CPU limit of {limits.cpu_limit} s ({name})"
-        return f"worker was killed by {name} (CPU limit {limits.cpu_limit} s or memory limit)"
-    return f"worker exited with status {returncode} without a result"
 
 
 # -- from proposals to Features --------------------------------------------------------------------
@@ -363,6 +240,8 @@ def score_proposed_features(
     _unchecked: bool = False,
 ) -> tuple[list[Feature], list[Rejection]]:
     """Validate and run every proposal in the sandbox on ``prompts``; return (accepted, rejected).
+
+    Rounds run one after the other; the proposals of one round share ``limits.round_seconds``.
 
     ``info`` for each row is a dict of the ``info_columns`` (default: every column but
     ``prompt``) with JSON values. Accepted features keep the proposal order; their names are the
@@ -380,15 +259,15 @@ def score_proposed_features(
                 validate_feature_source(proposal.python_src)
             runnable.append(i)
         except SandboxError as exc:
-            rejected[i] = Rejection(proposal.label, "validation", str(exc))
-    runs = _run_all([sources[i].python_src for i in runnable], rows, limits, _unchecked)
+            rejected[i] = Rejection(proposal.label, "validation", str(exc), proposal.round)
+    runs = _run_all([sources[i] for i in runnable], rows, limits, _unchecked)
     accepted: list[Feature] = []
     for i, run in zip(runnable, runs, strict=True):
-        reason = _execution_problem(run, len(rows), limits)
+        reason = run_problem(run, len(rows), limits)
         if reason:
-            rejected[i] = Rejection(sources[i].label, "execution", reason)
+            rejected[i] = Rejection(sources[i].label, "execution", reason, sources[i].round)
             continue
-        assert run.values is not None  # _execution_problem checked it
+        assert run.values is not None  # run_problem checked it
         accepted.append(_make_feature(sources[i], names[i], run.values, prompts))
     for i in sorted(rejected):
         logger.info("rejected proposed feature %r (%s): %s", rejected[i].label, rejected[i].stage,
@@ -432,36 +311,44 @@ def _json_safe(value: Any) -> Any:
 
 
 def _run_all(
-    sources: list[str], rows: list[list[Any]], limits: SandboxLimits, unchecked: bool
+    proposals: list[ProposedFeature], rows: list[list[Any]], limits: SandboxLimits, unchecked: bool
 ) -> list[SandboxRun]:
-    if not sources:
+    """One run per proposal, in order; round by round, each round within its time budget."""
+    if not proposals:
         return []
+    runs: dict[int, SandboxRun] = {}
     with tempfile.TemporaryDirectory(prefix="mecharule-sandbox-") as tmp:
         rows_path = Path(tmp) / "rows.json"
         rows_path.write_text(json.dumps(rows, ensure_ascii=False, allow_nan=False), encoding="utf-8")
-        n_jobs = limits.n_jobs or os.cpu_count() or 1
+        for round_index in sorted({p.round for p in proposals}):
+            members = [i for i, p in enumerate(proposals) if p.round == round_index]
+            sources = [proposals[i].python_src for i in members]
+            results = _run_round(sources, rows_path, len(rows), limits, unchecked)
+            runs.update(zip(members, results, strict=True))
+    return [runs[i] for i in range(len(proposals))]
 
-        def run(source: str) -> SandboxRun:
-            return run_feature_source(source, rows_path, len(rows), limits, _unchecked=unchecked)
 
-        with ThreadPoolExecutor(max_workers=min(n_jobs, len(sources))) as pool:
-            return list(pool.map(run, sources))
+def _run_round(
+    sources: list[str], rows_path: Path, n_rows: int, limits: SandboxLimits, unchecked: bool
+) -> list[SandboxRun]:
+    """Run one round's sources, ``n_jobs`` at a time, all before the round's deadline."""
+    deadline = None if limits.round_seconds is None else time.monotonic() + limits.round_seconds
+    n_jobs = limits.n_jobs or os.cpu_count() or 1
 
+    def run(source: str) -> SandboxRun:
+        return run_feature_source(source, rows_path, n_rows, limits, deadline=deadline, _unchecked=unchecked)
 
-def _execution_problem(run: SandboxRun, n_rows: int, limits: SandboxLimits) -> str:
-    if run.values is None:
-        return run.error
-    if n_rows and run.n_errors > limits.max_error_fraction * n_rows:
-        return f"raised on {run.n_errors} of {n_rows} rows; first: {run.error}"
-    if n_rows and np.isnan(run.values).all():
-        detail = f" ({run.error})" if run.error else " (returned None everywhere)"
-        return f"returned no number on any of the {n_rows} rows{detail}"
-    return ""
+    with ThreadPoolExecutor(max_workers=min(n_jobs, len(sources))) as pool:
+        return list(pool.map(run, sources))
 
 
 def _make_feature(proposal: ProposedFeature, name: str, values: np.ndarray, prompts: pd.DataFrame) -> Feature:
     values.setflags(write=False)
-    not_applicable = "the proposed function returned None (or failed)" if np.isnan(values).any() else ""
+    not_applicable = (
+        "the proposed function returned None, a non-finite value or a non-number, or raised"
+        if np.isnan(values).any()
+        else ""
+    )
     return Feature(
         name=name,
         description=proposal.description or proposal.label,

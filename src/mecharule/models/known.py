@@ -127,17 +127,16 @@ def resolve_known(name: str) -> str | None:
 
 
 def fetch_hint(name_or_path: str) -> str | None:
-    """What to tell a user whose short name or hub id of a known model could not be loaded."""
+    """How a user whose short name or hub id of a known model could not be loaded gets an offline copy."""
     for model in KNOWN_MODELS.values():
         if name_or_path == model.name:
             return (
-                f"{model.name} is not fetched and its hub id {model.hub_id} could not be loaded "
-                f"(no network?); run `mecharule models fetch {model.name}` to get an offline copy"
+                f"{model.name} is not fetched (its hub id is {model.hub_id}); run "
+                f"`mecharule models fetch {model.name}` to get an offline copy"
             )
         if name_or_path == model.hub_id:
             return (
-                f"it could not be fetched from the Hugging Face hub (no network?); an offline copy "
-                f"({model.weights}) is available as --model {model.name} after "
+                f"an offline copy ({model.weights}) is available as --model {model.name} after "
                 f"`mecharule models fetch {model.name}`"
             )
     return None

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from mecharule.errors import MecharuleError, RunDirError
-from mecharule.io.rundir import read_json, read_parquet
+from mecharule.io.rundir import RunDir, read_json, read_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +67,18 @@ class RunArtifacts:
         return list((self.localization or {}).get("problems") or [])
 
 
-def _optional_json(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
+def _optional_json(rundir: RunDir, name: str) -> dict[str, Any] | None:
+    """A stage's JSON artifact, or None when its stage has not run or its record does not stand
+    (an interrupted re-run's files are not shown as results)."""
+    if not rundir.trusted(name):
+        if rundir.file(name).exists():
+            logger.warning("%s is not from a finished stage (see run.json); its section is skipped", name)
         return None
-    try:
-        return read_json(path)
-    except json.JSONDecodeError as exc:
-        logger.warning("%s is not valid JSON (%s); its report section is skipped", path, exc)
-        return None
+    return read_json(rundir.file(name))
 
 
-def _optional_parquet(path: Path) -> pd.DataFrame | None:
-    return read_parquet(path) if path.exists() else None
+def _optional_parquet(rundir: RunDir, name: str) -> pd.DataFrame | None:
+    return read_parquet(rundir.file(name)) if rundir.trusted(name) else None
 
 
 def parquet_provenance(path: Path) -> dict[str, Any]:
@@ -131,9 +131,10 @@ def load_run(run_dir: Path) -> RunArtifacts:
             f"{run_dir} has no behaviour.parquet; run `mecharule measure` (or `mecharule run`) "
             "with --out pointing at it before `mecharule report`"
         )
-    manifest = _optional_json(run_dir / "run.json") or {}
-    features_json = _optional_json(run_dir / "features.json") or {}
-    localization = _optional_json(run_dir / "localization" / "summary.json")
+    rundir = RunDir(run_dir)
+    manifest = rundir.manifest() if rundir.file("run.json").exists() else {}
+    features_json = _optional_json(rundir, "features.json") or {}
+    localization = _optional_json(rundir, "localization/summary.json")
     try:
         traces = _traces(run_dir, localization)
     except (OSError, json.JSONDecodeError, MecharuleError) as exc:
@@ -142,15 +143,15 @@ def load_run(run_dir: Path) -> RunArtifacts:
     return RunArtifacts(
         path=run_dir,
         manifest=manifest,
-        behaviour=read_parquet(behaviour_path),
+        behaviour=read_parquet(behaviour_path, columns=("label",)),
         behaviour_meta=parquet_provenance(behaviour_path),
-        features=_optional_parquet(run_dir / "features.parquet"),
+        features=_optional_parquet(rundir, "features.parquet"),
         feature_defs={str(d.get("name")): d for d in features_json.get("features") or []},
-        rules=_optional_json(run_dir / "rules.json"),
+        rules=_optional_json(rundir, "rules.json"),
         localization=localization,
         traces=traces,
-        validation=_optional_json(run_dir / "validation.json"),
-        flips=_optional_parquet(run_dir / "flips.parquet"),
-        neuron_rules=_optional_json(run_dir / "neuron_rules.json"),
-        summary=_optional_json(run_dir / "summary.json"),
+        validation=_optional_json(rundir, "validation.json"),
+        flips=_optional_parquet(rundir, "flips.parquet"),
+        neuron_rules=_optional_json(rundir, "neuron_rules.json"),
+        summary=_optional_json(rundir, "summary.json"),
     )

@@ -331,8 +331,9 @@ def all_units_recall_table(validation: Mapping[str, Any]) -> pd.DataFrame:
                     "recall, all units": b.get("recall"),
                     "recall 95 % CI": f"[{_fmt(ci[0])}, {_fmt(ci[1])}]",
                     "shortlist recall": b.get("shortlist_recall"),
-                    "missed (named)": ", ".join((b.get("missed_in_shortlist") or [])
-                                                + (b.get("agonists_outside_shortlist") or [])[:8]),
+                    "missed (named)": ", ".join(
+                        (b.get("missed_in_shortlist") or []) + (b.get("agonists_outside_shortlist") or [])[:8]
+                    ),
                 }
             )
     return pd.DataFrame(rows)

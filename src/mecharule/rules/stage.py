@@ -32,11 +32,17 @@ def load_rule_inputs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[st
     """Read behaviour.parquet, features.parquet and features.json; check they agree."""
     run = RunDir(run_dir)
     run.require("behaviour.parquet", "features.parquet", stage="measure` and `mecharule measure")
-    behaviour = read_parquet(run.file("behaviour.parquet"))
+    behaviour = read_parquet(run.file("behaviour.parquet"), columns=("label", "split"))
     features = read_parquet(run.file("features.parquet"))
     defs: dict[str, dict[str, Any]] = {}
     if run.file("features.json").exists():
-        defs = {d["name"]: d for d in read_json(run.file("features.json")).get("features", [])}
+        listed = read_json(run.file("features.json"), required=("features",))["features"]
+        if not isinstance(listed, list) or not all(isinstance(d, dict) and "name" in d for d in listed):
+            raise DataError(
+                f"{run.file('features.json')} is damaged ('features' is not a list of named definitions); "
+                "re-run `mecharule measure` on the run directory"
+            )
+        defs = {d["name"]: d for d in listed}
     missing_cols = [c for c in ("label", "split") if c not in behaviour.columns]
     if missing_cols:
         raise DataError(f"behaviour.parquet lacks columns {missing_cols}; it needs label (bool) and split")

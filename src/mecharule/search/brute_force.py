@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 
-
 DEFAULT_BINS: tuple[tuple[float, float], ...] = ((0.2, 0.3), (0.3, 0.5), (0.5, 1.0001))
 
 
@@ -80,7 +79,7 @@ def brute_force(
     size = chunk_size or max(len(todo), 1)
     state = _State.for_problems(len(problems))
     for start in range(0, len(todo), size):
-        chunk = todo[start:start + size]
+        chunk = todo[start : start + size]
         state.oracle_calls += 1
         for query, counts in zip(chunk, _call_oracle(oracle, chunk), strict=True):
             memo[(query.problem, query.units[0])] = counts
@@ -91,11 +90,29 @@ def brute_force(
             evaluation = evaluate_counts(counts, config)
             hit = (problem.key, unit) not in fresh
             (state.memo_hits if hit else state.evaluations)[i] += 1
-            state.records.append(TraceRecord(problem.key, 0, 0, f"L{unit.layer}", (unit,), counts, evaluation,
-                                             _decide((unit,), evaluation), None, hit))
+            state.records.append(
+                TraceRecord(
+                    problem.key,
+                    0,
+                    0,
+                    f"L{unit.layer}",
+                    (unit,),
+                    counts,
+                    evaluation,
+                    _decide((unit,), evaluation),
+                    None,
+                    hit,
+                )
+            )
     result = _result(problems, state, [])
-    return BruteForceResult(result.agonists, result.catastrophic, result.trace, result.problems,
-                            result.group_evaluations, state.oracle_calls)
+    return BruteForceResult(
+        result.agonists,
+        result.catastrophic,
+        result.trace,
+        result.problems,
+        result.group_evaluations,
+        state.oracle_calls,
+    )
 
 
 @dataclass(frozen=True)
@@ -113,8 +130,14 @@ class BinRecall:
         return self.n_found / self.n_reference if self.n_reference else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"low": self.low, "high": self.high, "n_reference": self.n_reference, "n_found": self.n_found,
-                "recall": self.recall, "missed": [[str(p), str(u)] for p, u in self.missed]}
+        return {
+            "low": self.low,
+            "high": self.high,
+            "n_reference": self.n_reference,
+            "n_found": self.n_found,
+            "recall": self.recall,
+            "missed": [[str(p), str(u)] for p, u in self.missed],
+        }
 
 
 @dataclass(frozen=True)
@@ -144,15 +167,23 @@ class RecallReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``validation.json``)."""
-        return {"recall": self.recall, "n_reference": self.n_reference, "n_found": self.n_found,
-                "cha_evaluations": self.cha_evaluations, "n_singletons": self.n_singletons,
-                "cost_ratio": self.cost_ratio, "by_upper": [b.to_dict() for b in self.by_upper],
-                "by_point": [b.to_dict() for b in self.by_point]}
+        return {
+            "recall": self.recall,
+            "n_reference": self.n_reference,
+            "n_found": self.n_found,
+            "cha_evaluations": self.cha_evaluations,
+            "n_singletons": self.n_singletons,
+            "cost_ratio": self.cost_ratio,
+            "by_upper": [b.to_dict() for b in self.by_upper],
+            "by_point": [b.to_dict() for b in self.by_point],
+        }
 
 
 def _bin_recall(
-    reference: Sequence[Agonist], found: set[tuple[Hashable, Unit]],
-    bins: Sequence[tuple[float, float]], statistic: Callable[[Agonist], float],
+    reference: Sequence[Agonist],
+    found: set[tuple[Hashable, Unit]],
+    bins: Sequence[tuple[float, float]],
+    statistic: Callable[[Agonist], float],
 ) -> tuple[BinRecall, ...]:
     """Recall of ``reference`` agonists per half-open bin of ``statistic``."""
     out = []

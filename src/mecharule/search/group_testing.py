@@ -129,19 +129,25 @@ class SliceCounts:
                 object.__setattr__(self, name, operator.index(getattr(self, name)))
             except TypeError as exc:
                 raise DataError(f"SliceCounts.{name} must be an int; got {getattr(self, name)!r}") from exc
-        for flips, n, slice_name in ((self.covered_flips, self.covered_n, "covered"),
-                                     (self.unrelated_flips, self.unrelated_n, "unrelated")):
+        for flips, n, slice_name in (
+            (self.covered_flips, self.covered_n, "covered"),
+            (self.unrelated_flips, self.unrelated_n, "unrelated"),
+        ):
             if not 0 <= flips <= n:
                 raise DataError(f"{slice_name} flips must satisfy 0 <= flips <= n; got {flips} of {n}")
-        for name, flips, n in (("covered_changed", self.covered_flips, self.covered_n),
-                               ("unrelated_changed", self.unrelated_flips, self.unrelated_n)):
+        for name, flips, n in (
+            ("covered_changed", self.covered_flips, self.covered_n),
+            ("unrelated_changed", self.unrelated_flips, self.unrelated_n),
+        ):
             value = getattr(self, name)
             if value is None:
                 continue
             object.__setattr__(self, name, operator.index(value))
             if not flips <= value <= n:
-                raise DataError(f"SliceCounts.{name} must satisfy flips <= changed <= n (a flip changes the "
-                                f"answer); got {value} with {flips} flips of {n}")
+                raise DataError(
+                    f"SliceCounts.{name} must satisfy flips <= changed <= n (a flip changes the "
+                    f"answer); got {value} with {flips} flips of {n}"
+                )
 
     @property
     def covered_changes(self) -> int:
@@ -341,8 +347,9 @@ def evaluate_counts(counts: SliceCounts, config: SearchConfig) -> Evaluation:
         strong = prune_cov
         accepted = covered_strong and contrast >= config.contrast_margin
     uppers = [s.upper for s in (covered, unrelated) if s.n > 0]
-    return Evaluation(covered, unrelated, tau, max(uppers, default=0.0), contrast,
-                      strong, accepted, counts.catastrophic)
+    return Evaluation(
+        covered, unrelated, tau, max(uppers, default=0.0), contrast, strong, accepted, counts.catastrophic
+    )
 
 
 @dataclass(frozen=True)
@@ -373,19 +380,33 @@ class TraceRecord:
         """JSON-serialisable form (units and problem via ``str``)."""
         ev = self.evaluation
         return {
-            "problem": str(self.problem), "level": self.level, "depth": self.depth, "root": self.root,
-            "units": [str(u) for u in self.units], "size": self.size,
-            "covered_flips": self.counts.covered_flips, "covered_n": self.counts.covered_n,
-            "unrelated_flips": self.counts.unrelated_flips, "unrelated_n": self.counts.unrelated_n,
+            "problem": str(self.problem),
+            "level": self.level,
+            "depth": self.depth,
+            "root": self.root,
+            "units": [str(u) for u in self.units],
+            "size": self.size,
+            "covered_flips": self.counts.covered_flips,
+            "covered_n": self.counts.covered_n,
+            "unrelated_flips": self.counts.unrelated_flips,
+            "unrelated_n": self.counts.unrelated_n,
             "covered_changed": self.counts.covered_changes,
             "unrelated_changed": self.counts.unrelated_changes,
-            "covered_rate": ev.covered.rate, "covered_lower": ev.covered.lower,
+            "covered_rate": ev.covered.rate,
+            "covered_lower": ev.covered.lower,
             "covered_upper": ev.covered.upper,
-            "unrelated_rate": ev.unrelated.rate, "unrelated_lower": ev.unrelated.lower,
-            "unrelated_upper": ev.unrelated.upper, "max_upper": ev.max_upper,
-            "contrast_lower": ev.contrast_lower, "selectivity": ev.selectivity, "tau": ev.tau,
-            "strong": ev.strong, "decision": self.decision, "split_strategy": self.split_strategy,
-            "memo_hit": self.memo_hit, "audit": self.audit,
+            "unrelated_rate": ev.unrelated.rate,
+            "unrelated_lower": ev.unrelated.lower,
+            "unrelated_upper": ev.unrelated.upper,
+            "max_upper": ev.max_upper,
+            "contrast_lower": ev.contrast_lower,
+            "selectivity": ev.selectivity,
+            "tau": ev.tau,
+            "strong": ev.strong,
+            "decision": self.decision,
+            "split_strategy": self.split_strategy,
+            "memo_hit": self.memo_hit,
+            "audit": self.audit,
         }
 
 
@@ -411,10 +432,20 @@ class Agonist:
         """JSON-serialisable form (one row of ``agonists.csv``)."""
         row: dict[str, Any] = {"problem": str(self.problem), "unit": str(self.unit), "layer": self.unit.layer}
         for name, eff in (("covered", self.covered), ("unrelated", self.unrelated)):
-            row |= {f"{name}_flips": eff.flips, f"{name}_n": eff.n, f"{name}_rate": eff.rate,
-                    f"{name}_lower": eff.lower, f"{name}_upper": eff.upper}
-        return row | {"max_upper": self.max_upper, "contrast_lower": self.contrast_lower,
-                      "selectivity": self.selectivity, "score": self.score, "score_rank": self.score_rank}
+            row |= {
+                f"{name}_flips": eff.flips,
+                f"{name}_n": eff.n,
+                f"{name}_rate": eff.rate,
+                f"{name}_lower": eff.lower,
+                f"{name}_upper": eff.upper,
+            }
+        return row | {
+            "max_upper": self.max_upper,
+            "contrast_lower": self.contrast_lower,
+            "selectivity": self.selectivity,
+            "score": self.score,
+            "score_rank": self.score_rank,
+        }
 
 
 @dataclass(frozen=True)
@@ -478,9 +509,12 @@ class SearchResult:
     def summary(self) -> dict[str, Any]:
         """Headline numbers as a JSON-serialisable dict."""
         return {
-            "group_evaluations": self.group_evaluations, "oracle_calls": self.oracle_calls,
-            "truncated": self.truncated, "n_unexplored_groups": len(self.unexplored),
-            "n_agonists": len(self.agonists), "n_catastrophic": len(self.catastrophic),
+            "group_evaluations": self.group_evaluations,
+            "oracle_calls": self.oracle_calls,
+            "truncated": self.truncated,
+            "n_unexplored_groups": len(self.unexplored),
+            "n_agonists": len(self.agonists),
+            "n_catastrophic": len(self.catastrophic),
             "problems": [{**vars(p), "problem": str(p.problem)} for p in self.problems],
         }
 
@@ -545,8 +579,9 @@ def _root_rng(config: SearchConfig, problem: SearchProblem, root: str, salt: int
     return np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=spawn_key))
 
 
-def _ordered(units: Sequence[Unit], problem: SearchProblem, config: SearchConfig,
-             rng: np.random.Generator) -> tuple[Unit, ...]:
+def _ordered(
+    units: Sequence[Unit], problem: SearchProblem, config: SearchConfig, rng: np.random.Generator
+) -> tuple[Unit, ...]:
     """Units by |score| descending (stable) if ``order_by_score`` and scores exist, else shuffled."""
     if config.order_by_score and problem.scores is not None:
         return tuple(sorted(units, key=lambda u: -abs(problem.score(u) or 0.0)))
@@ -619,8 +654,12 @@ def _call_oracle(oracle: Oracle, queries: Sequence[Query]) -> list[SliceCounts]:
 
 
 def _evaluate_level(
-    frontier: list[_Node], problems: tuple[SearchProblem, ...], oracle: Oracle, memo: Memo,
-    remaining: int | None, state: _State,
+    frontier: list[_Node],
+    problems: tuple[SearchProblem, ...],
+    oracle: Oracle,
+    memo: Memo,
+    remaining: int | None,
+    state: _State,
 ) -> dict[int, tuple[SliceCounts, bool]]:
     """Counts for the frontier nodes this level can afford: memo hits plus ONE oracle call.
 
@@ -679,8 +718,13 @@ class _LevelView:
 
 
 def _process_level(
-    level: int, frontier: list[_Node], answered: dict[int, tuple[SliceCounts, bool]],
-    problems: tuple[SearchProblem, ...], config: SearchConfig, state: _State, memo: Memo,
+    level: int,
+    frontier: list[_Node],
+    answered: dict[int, tuple[SliceCounts, bool]],
+    problems: tuple[SearchProblem, ...],
+    config: SearchConfig,
+    state: _State,
+    memo: Memo,
 ) -> tuple[list[_Node], list[_Node]]:
     """Record a decision for every answered node; return (next frontier, unanswered nodes)."""
     evaluations = {pos: evaluate_counts(counts, config) for pos, (counts, _hit) in answered.items()}
@@ -692,8 +736,11 @@ def _process_level(
         tally[0] += view.audited_strong[root]
         tally[1] += n
         state.audit_density[root] = density_from_audit(*tally)
-    state.decided |= {(frontier[pos].problem_index, frontier[pos].units[0])
-                      for pos in answered if len(frontier[pos].units) == 1}
+    state.decided |= {
+        (frontier[pos].problem_index, frontier[pos].units[0])
+        for pos in answered
+        if len(frontier[pos].units) == 1
+    }
     next_frontier: list[_Node] = []
     unanswered: list[_Node] = []
     for pos, node in enumerate(frontier):
@@ -710,22 +757,40 @@ def _process_level(
             state.rescued[node.problem_index] += 1
         if decision == "split":
             strategy, children = _children(node, problem, config, state, view, memo, strategy)
-            next_frontier.extend(c for c in children
-                                 if len(c.units) > 1 or (c.problem_index, c.units[0]) not in state.decided)
+            next_frontier.extend(
+                c for c in children if len(c.units) > 1 or (c.problem_index, c.units[0]) not in state.decided
+            )
         if node.audit and not memo_hit:
             state.audits[node.problem_index] += 1
         counter = state.memo_hits if memo_hit else state.evaluations
         counter[node.problem_index] += 1
-        state.records.append(TraceRecord(problem.key, level, node.depth, node.root, node.units, counts,
-                                         evaluation, decision, strategy, memo_hit, node.audit))
+        state.records.append(
+            TraceRecord(
+                problem.key,
+                level,
+                node.depth,
+                node.root,
+                node.units,
+                counts,
+                evaluation,
+                decision,
+                strategy,
+                memo_hit,
+                node.audit,
+            )
+        )
     if config.audit and config.expand_dense:
         next_frontier += _more_audits(level, next_frontier, problems, config, state, view)
     return next_frontier, unanswered
 
 
 def _more_audits(
-    level: int, frontier: list[_Node], problems: tuple[SearchProblem, ...], config: SearchConfig,
-    state: _State, view: _LevelView,
+    level: int,
+    frontier: list[_Node],
+    problems: tuple[SearchProblem, ...],
+    config: SearchConfig,
+    state: _State,
+    view: _LevelView,
 ) -> list[_Node]:
     """Audit more singletons of a root whose audit cannot yet decide between halving its open groups
     and testing them one by one (at most 4 audits' worth per root; roots of 16 units and more)."""
@@ -737,7 +802,8 @@ def _more_audits(
             root = (node.problem_index, node.root)
             sizes.setdefault(root, []).append(len(node.units))
             open_units.setdefault(root, []).extend(
-                u for u in node.units
+                u
+                for u in node.units
                 if (node.problem_index, u) not in state.decided and (node.problem_index, u) not in queued
             )
     extra: list[_Node] = []
@@ -765,7 +831,12 @@ def _holds_accepted(node: _Node, problem: SearchProblem, config: SearchConfig, m
 
 
 def _children(
-    node: _Node, problem: SearchProblem, config: SearchConfig, state: _State, view: _LevelView, memo: Memo,
+    node: _Node,
+    problem: SearchProblem,
+    config: SearchConfig,
+    state: _State,
+    view: _LevelView,
+    memo: Memo,
     forced: SplitStrategy | None,
 ) -> tuple[SplitStrategy, list[_Node]]:
     """Halves of a strong group, or its singletons where the root's density says halving costs more."""
@@ -826,23 +897,42 @@ def _result(problems: tuple[SearchProblem, ...], state: _State, unexplored: list
     index = {p.key: i for i, p in enumerate(problems)}
     agonists = [
         _make_agonist(r, problems[index[r.problem]], ranks[index[r.problem]])
-        for r in state.records if r.decision == "agonist"
+        for r in state.records
+        if r.decision == "agonist"
     ]
-    catastrophic = [CatastrophicUnit(r.problem, r.units[0], r.counts)
-                    for r in state.records if r.decision == "catastrophic"]
+    catastrophic = [
+        CatastrophicUnit(r.problem, r.units[0], r.counts)
+        for r in state.records
+        if r.decision == "catastrophic"
+    ]
     levels = [0] * len(problems)
     for record in state.records:
         levels[index[record.problem]] = max(levels[index[record.problem]], record.depth + 1)
     n_agonists = Counter(index[a.problem] for a in agonists)
     n_catastrophic = Counter(index[c.problem] for c in catastrophic)
     stats = tuple(
-        ProblemStats(p.key, len(p.candidates), state.evaluations[i], state.memo_hits[i], levels[i],
-                     n_agonists[i], n_catastrophic[i], state.audits[i], state.expanded[i], state.rescued[i])
+        ProblemStats(
+            p.key,
+            len(p.candidates),
+            state.evaluations[i],
+            state.memo_hits[i],
+            levels[i],
+            n_agonists[i],
+            n_catastrophic[i],
+            state.audits[i],
+            state.expanded[i],
+            state.rescued[i],
+        )
         for i, p in enumerate(problems)
     )
     return SearchResult(
-        tuple(agonists), tuple(catastrophic), tuple(state.records), stats, sum(state.evaluations),
-        state.oracle_calls, truncated=bool(unexplored),
+        tuple(agonists),
+        tuple(catastrophic),
+        tuple(state.records),
+        stats,
+        sum(state.evaluations),
+        state.oracle_calls,
+        truncated=bool(unexplored),
         unexplored=tuple(Query(problems[n.problem_index].key, n.units) for n in unexplored),
     )
 
@@ -851,8 +941,16 @@ def _make_agonist(record: TraceRecord, problem: SearchProblem, ranks: Mapping[Un
     """The :class:`Agonist` of a singleton record accepted by the predicate."""
     unit = record.units[0]
     ev = record.evaluation
-    return Agonist(problem.key, unit, ev.covered, ev.unrelated, ev.max_upper, ev.contrast_lower,
-                   problem.score(unit), ranks.get(unit))
+    return Agonist(
+        problem.key,
+        unit,
+        ev.covered,
+        ev.unrelated,
+        ev.max_upper,
+        ev.contrast_lower,
+        problem.score(unit),
+        ranks.get(unit),
+    )
 
 
 def bound(k: int, n: int, audit: int = 0) -> float:

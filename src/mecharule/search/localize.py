@@ -1,6 +1,13 @@
 """The localization stage: CHA over every (behaviour rule, regime), plus joint suppression.
 
 Writes ``localization/<rule>_<regime>/{trace.jsonl,agonists.csv}`` and ``localization/summary.json``.
+
+Checkpoints: with a :class:`~mecharule.io.journal.Journal`, every oracle answer (namespace ``cha``)
+and every problem's joint-suppression entry is journaled as it is computed; the search is
+deterministic given the seed, so a resumed run re-issues the same queries and the journal answers
+the ones a killed run finished, without engine work. :func:`prepare` (baselines, reference tables,
+spectral sampling) is not journaled: a resumed run recomputes it. Reported costs
+(``group_evaluations``, ``forwards``, ``generated_rows``) are those of one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ import pandas as pd
 from mecharule.config import LocalizeConfig
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import ValueTable, reference_tables
+from mecharule.io.journal import Journal
 from mecharule.io.rundir import atomic_path, read_json, read_parquet, write_json
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind
 from mecharule.search.group_testing import SearchConfig, SearchProblem, SearchResult, search
-from mecharule.search.oracle import EngineOracle, ProblemSlices, build_problem
+from mecharule.search.oracle import EngineOracle, EngineWork, ProblemSlices, build_problem
 from mecharule.search.population import NO_SAVING
-from mecharule.search.problems import ProblemSpec, behaviour_rules, problem_specs, spectral_pool
+from mecharule.search.problems import ProblemSpec, behaviour_rules, problem_specs, rule_mask, spectral_pool
 from mecharule.tasks.base import Task, stop_strings_of
 
 Tick = Callable[[int, int], None]
@@ -142,10 +150,16 @@ def prepare(
 
 
 def run_search(
-    setup: LocalizationSetup, cfg: LocalizeConfig, seed: int, tick: Tick | None
+    setup: LocalizationSetup,
+    cfg: LocalizeConfig,
+    seed: int,
+    tick: Tick | None,
+    oracle: EngineOracle | None = None,
 ) -> tuple[SearchResult, float]:
+    """CHA over the setup's problems with ``oracle`` (default: the setup's, unjournaled)."""
     started = time.perf_counter()
-    result = search(setup.search_problems, setup.oracle, search_config(cfg, seed), progress=tick)
+    oracle = setup.oracle if oracle is None else oracle
+    result = search(setup.search_problems, oracle, search_config(cfg, seed), progress=tick)
     return result, time.perf_counter() - started
 
 
@@ -155,8 +169,11 @@ def write_localization(
     result: SearchResult,
     wall: float,
     suppression: Mapping[str, dict[str, Any]],
+    replayed: EngineWork | None = None,
 ) -> dict[str, Any]:
+    """``replayed``: engine work of answers taken from a journal, counted as if done here."""
     out = run_dir / "localization"
+    work = EngineWork.of(setup.problems.values()) + (replayed or EngineWork())
     stats = {p.problem: p for p in result.problems}
     readable = {d["id"]: d.get("readable", d.get("text", "")) for d in setup.disjuncts}
     entries = []
@@ -179,8 +196,8 @@ def write_localization(
         "truncated": result.truncated,
         "n_agonists": len({str(a.unit) for a in result.agonists}),
         "wall_seconds": round(wall, 3),
-        "forwards": sum(p.engine.stats.forwards for p in setup.problems.values()),
-        "generated_rows": sum(p.engine.stats.generated_rows for p in setup.problems.values()),
+        "forwards": work.forwards,
+        "generated_rows": work.generated_rows,
     }
     write_json(out / "summary.json", summary)
     return summary
@@ -234,52 +251,94 @@ def suppression_effects(
     cfg: LocalizeConfig,
     seed: int,
     n_eval: int = 512,
-) -> dict[str, dict[str, Any]]:
+    journal: Journal | None = None,
+) -> tuple[dict[str, dict[str, Any]], EngineWork]:
     """All agonists of a problem ablated together: positive rate before/after on covered and unrelated
-    prompts (both labels, all rows), plus the reference's union flip coverage on the problem's slices."""
-    from mecharule.interventions.engine import AblationEngine
-    from mecharule.search.problems import rule_mask
+    prompts (both labels, all rows), plus the reference's union flip coverage on the problem's slices.
 
+    Also returns the work on the setup's engines that journaled entries saved (see :func:`localize`).
+    """
     behaviour = read_parquet(run_dir / "behaviour.parquet")
     features = read_parquet(run_dir / "features.parquet")
     by_id = {d["id"]: d for d in setup.disjuncts}
     effects: dict[str, dict[str, Any]] = {}
+    replayed = EngineWork()
     for spec in setup.specs:
         agonists: list[Site] = [a.unit for a in result.agonists_for(spec.key)]  # type: ignore[misc]
         if spec.skipped or not agonists:
             continue
+        key = f"suppression|{spec.key}"
+        done: Any = journal.get(key) if journal is not None else None
+        if _matches(done, agonists):
+            effects[spec.key] = done["entry"]
+            replayed = replayed + EngineWork(*done["work"])
+            continue
+        before = EngineWork.of(setup.problems.values())
         mask = rule_mask(by_id[spec.rule_id], features)
-        rng = np.random.default_rng([seed, 11])
-        entry: dict[str, Any] = {"agonists": [str(u) for u in agonists]}
-        for side, rows in (("covered", np.flatnonzero(mask)), ("unrelated", np.flatnonzero(~mask))):
-            pick = np.sort(rng.choice(rows, size=min(n_eval, len(rows)), replace=False))
-            engine = AblationEngine(
-                handle,
-                behaviour.iloc[pick],
-                task.score,
-                setup.tables,
-                task.max_new_tokens,
-                positions=cfg.positions,
-                memory_budget_mb=cfg.memory_budget_mb,
-                stop_strings=stop_strings_of(task),
-            )
-            after = engine.run([agonists]).labels[0]
-            entry[side] = {
-                "n": len(pick),
-                "positive_rate_before": round(float(engine.baseline_labels.mean()), 4),
-                "positive_rate_after": round(float(after.mean()), 4),
-            }
-        singles = setup.oracle.flips(spec.key, [[u] for u in agonists])
-        flipped_any = np.asarray(singles.any(axis=0), dtype=bool)
-        cov = setup.problems[spec.key].is_covered
-        entry["union_flip_coverage"] = {
-            "note": "share of the problem's eligible prompts flipped by at least one agonist ablated ALONE "
-            "(the paper's union metric; not a joint ablation)",
-            "covered": round(float(flipped_any[cov].mean()), 4),
-            "unrelated": round(float(flipped_any[~cov].mean()), 4),
-        }
+        entry = _suppression(handle, task, behaviour, mask, setup, spec.key, agonists, cfg, seed, n_eval)
         effects[spec.key] = entry
-    return effects
+        if journal is not None:
+            work = EngineWork.of(setup.problems.values()) - before
+            journal.put(key, {"entry": entry, "work": [work.forwards, work.generated_rows]})
+    return effects, replayed
+
+
+def _matches(done: Any, agonists: list[Site]) -> bool:
+    """A journaled suppression entry for these agonists, with the engine work it cost."""
+    return (
+        isinstance(done, dict)
+        and isinstance(done.get("entry"), dict)
+        and done["entry"].get("agonists") == [str(u) for u in agonists]
+        and isinstance(done.get("work"), list)
+        and len(done["work"]) == 2
+    )
+
+
+def _suppression(
+    handle: ModelHandle,
+    task: Task,
+    behaviour: pd.DataFrame,
+    mask: np.ndarray,
+    setup: LocalizationSetup,
+    key: str,
+    agonists: list[Site],
+    cfg: LocalizeConfig,
+    seed: int,
+    n_eval: int,
+) -> dict[str, Any]:
+    """One problem's joint-suppression entry (see :func:`suppression_effects`)."""
+    from mecharule.interventions.engine import AblationEngine
+
+    rng = np.random.default_rng([seed, 11])
+    entry: dict[str, Any] = {"agonists": [str(u) for u in agonists]}
+    for side, rows in (("covered", np.flatnonzero(mask)), ("unrelated", np.flatnonzero(~mask))):
+        pick = np.sort(rng.choice(rows, size=min(n_eval, len(rows)), replace=False))
+        engine = AblationEngine(
+            handle,
+            behaviour.iloc[pick],
+            task.score,
+            setup.tables,
+            task.max_new_tokens,
+            positions=cfg.positions,
+            memory_budget_mb=cfg.memory_budget_mb,
+            stop_strings=stop_strings_of(task),
+        )
+        after = engine.run([agonists]).labels[0]
+        entry[side] = {
+            "n": len(pick),
+            "positive_rate_before": round(float(engine.baseline_labels.mean()), 4),
+            "positive_rate_after": round(float(after.mean()), 4),
+        }
+    singles = setup.oracle.flips(key, [[u] for u in agonists])
+    flipped_any = np.asarray(singles.any(axis=0), dtype=bool)
+    cov = setup.problems[key].is_covered
+    entry["union_flip_coverage"] = {
+        "note": "share of the problem's eligible prompts flipped by at least one agonist ablated ALONE "
+        "(the paper's union metric; not a joint ablation)",
+        "covered": round(float(flipped_any[cov].mean()), 4),
+        "unrelated": round(float(flipped_any[~cov].mean()), 4),
+    }
+    return entry
 
 
 def localize(
@@ -291,11 +350,19 @@ def localize(
     *,
     seed: int,
     tick: Tick | None = None,
+    journal: Journal | None = None,
 ) -> dict[str, Any]:
-    """CHA over the prepared problems, joint suppression, and the ``localization/`` files."""
-    result, wall = run_search(setup, cfg, seed, tick)
-    suppression = suppression_effects(handle, task, run_dir, setup, result, cfg, seed, cfg.n_suppression)
-    return write_localization(run_dir, setup, result, wall, suppression)
+    """CHA over the prepared problems, joint suppression, and the ``localization/`` files.
+
+    ``journal``: keep finished oracle answers and suppression entries there, and take those an
+    earlier (killed) run of this stage kept (see the module docstring). The caller discards it.
+    """
+    oracle = setup.oracle.journaled(journal, "cha")
+    result, wall = run_search(setup, cfg, seed, tick, oracle)
+    suppression, saved = suppression_effects(
+        handle, task, run_dir, setup, result, cfg, seed, cfg.n_suppression, journal
+    )
+    return write_localization(run_dir, setup, result, wall, suppression, oracle.replayed_work + saved)
 
 
 __all__ = ["LocalizationSetup", "localize", "prepare", "run_search"]

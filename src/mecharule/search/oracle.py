@@ -4,12 +4,20 @@ One :class:`ProblemSlices` per (rule, regime): covered prompts first, unrelated 
 with the regime's baseline label (positive: the model was right / jailbroken; negative: it was not).
 Baselines are re-measured on the engine's own decoding path; prompts whose label differs from the
 stored one are dropped and counted (``dropped``), and the remaining counts define the slices.
+
+The oracle hands each problem's groups to the engine in *pieces* of a few screening batches
+(:func:`groups_per_piece`). With a :class:`~mecharule.io.journal.Journal`, every piece's answers
+are journaled as soon as the engine returns them, and a query an earlier (killed) process answered
+is served from the journal without touching the engine, so a kill loses at most the piece in flight.
+The engine work a journaled answer cost (forwards, generated rows) is carried with it
+(``replayed_work``), so a resumed stage reports the costs of one uninterrupted run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,6 +25,7 @@ import pandas as pd
 from mecharule.interventions.engine import AblationEngine, Scorer
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable
+from mecharule.io.journal import Journal
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site
 from mecharule.search.group_testing import Query, SliceCounts
@@ -73,13 +82,60 @@ def build_problem(
     return ProblemSlices(key, engine, covered[keep], rows[keep], rows[~keep])
 
 
-class EngineOracle:
-    """Answers a list of queries (possibly of many problems) with per-slice flip counts."""
+#: Screening batches per piece: the engine work between two journal writes. Diverging rows are
+#: generated per piece, so larger pieces batch generation better and lose more to a kill.
+PIECE_BATCHES = 4
 
-    def __init__(self, problems: Mapping[Hashable, ProblemSlices]) -> None:
-        self.problems = problems
-        self.calls = 0
-        self.queries = 0
+
+def groups_per_piece(engine: AblationEngine, batches: int | None = None) -> int:
+    """Groups the engine screens in ``batches`` (default :data:`PIECE_BATCHES`) forwards under its
+    memory budget: a piece of this size is screened exactly as inside one larger ``run``."""
+    batches = PIECE_BATCHES if batches is None else batches
+    max_rows = max(1, int(engine.budget_bytes // max(1, engine._row_bytes)))
+    n_p = engine.n_prompts
+    per_batch = max(1, max_rows // n_p) if 0 < n_p <= max_rows else 1
+    return per_batch * max(1, batches)
+
+
+@dataclass
+class EngineWork:
+    """Engine work counted in a stage's summary."""
+
+    forwards: int = 0
+    generated_rows: int = 0
+
+    @classmethod
+    def of(cls, problems: Iterable[ProblemSlices]) -> EngineWork:
+        engines = [p.engine.stats for p in problems]
+        return cls(sum(s.forwards for s in engines), sum(s.generated_rows for s in engines))
+
+    def __add__(self, other: EngineWork) -> EngineWork:
+        return EngineWork(self.forwards + other.forwards, self.generated_rows + other.generated_rows)
+
+    def __sub__(self, other: EngineWork) -> EngineWork:
+        return EngineWork(self.forwards - other.forwards, self.generated_rows - other.generated_rows)
+
+
+@dataclass(eq=False)
+class EngineOracle:
+    """Answers a list of queries (possibly of many problems) with per-slice flip counts.
+
+    ``journal`` (optional) keeps every answer under ``namespace``; see the module docstring.
+    ``computed`` counts queries the engine answered, ``replayed`` those served from the journal.
+    """
+
+    problems: Mapping[Hashable, ProblemSlices]
+    journal: Journal | None = None
+    namespace: str = "oracle"
+    calls: int = field(default=0, init=False)
+    queries: int = field(default=0, init=False)
+    computed: int = field(default=0, init=False)
+    replayed: int = field(default=0, init=False)
+    replayed_work: EngineWork = field(default_factory=EngineWork, init=False)
+
+    def journaled(self, journal: Journal | None, namespace: str) -> EngineOracle:
+        """A fresh oracle over the same problems whose answers go to ``journal`` under ``namespace``."""
+        return EngineOracle(self.problems, journal, namespace)
 
     def flips(self, key: Hashable, groups: Sequence[Sequence[Site]]) -> np.ndarray:
         """``# [groups, prompts]`` bool: did the label change under ablation of each group?"""
@@ -97,21 +153,67 @@ class EngineOracle:
     def __call__(self, queries: Sequence[Query]) -> list[SliceCounts]:
         self.calls += 1
         self.queries += len(queries)
+        results: list[SliceCounts | None] = [self._replay(q) for q in queries]
         by_problem: dict[Hashable, list[int]] = {}
         for i, query in enumerate(queries):
-            by_problem.setdefault(query.problem, []).append(i)
-        results: list[SliceCounts | None] = [None] * len(queries)
+            if results[i] is None:
+                by_problem.setdefault(query.problem, []).append(i)
         for key, indices in by_problem.items():
-            problem = self.problems[key]
-            groups = [[_as_site(u) for u in queries[i].units] for i in indices]
-            flips, changed = self.effects(key, groups)
-            cov = problem.is_covered
-            for i, row, moved in zip(indices, flips, changed, strict=True):
-                results[i] = SliceCounts(
-                    int(row[cov].sum()), int(cov.sum()), int(row[~cov].sum()), int((~cov).sum()),
-                    int(moved[cov].sum()), int(moved[~cov].sum()),
-                )
+            size = groups_per_piece(self.problems[key].engine)
+            for start in range(0, len(indices), size):
+                piece = indices[start : start + size]
+                for i, counts in zip(piece, self._compute(key, [queries[i] for i in piece]), strict=True):
+                    results[i] = counts
         return [r for r in results if r is not None]
+
+    def _compute(self, key: Hashable, queries: Sequence[Query]) -> list[SliceCounts]:
+        """One engine run for a piece of one problem's queries; journal the answers."""
+        problem = self.problems[key]
+        before = EngineWork.of([problem])
+        flips, changed = self.effects(key, [[_as_site(u) for u in q.units] for q in queries])
+        answers = [_counts(row, moved, problem.is_covered) for row, moved in zip(flips, changed, strict=True)]
+        self.computed += len(queries)
+        if self.journal is not None and answers:
+            work = EngineWork.of([problem]) - before
+            values = [[*_counts_list(a), 0, 0] for a in answers]
+            values[-1][6:] = [work.forwards, work.generated_rows]  # the piece's work, counted once
+            self.journal.put_many(zip([self.journal_key(q) for q in queries], values, strict=True))
+        return answers
+
+    def _replay(self, query: Query) -> SliceCounts | None:
+        if self.journal is None:
+            return None
+        value = self.journal.get(self.journal_key(query))
+        if not (isinstance(value, list) and len(value) == 8 and all(isinstance(v, int) for v in value)):
+            return None
+        self.replayed += 1
+        self.replayed_work = self.replayed_work + EngineWork(value[6], value[7])
+        return SliceCounts(*value[:6])
+
+    def journal_key(self, query: Query) -> str:
+        """``namespace|problem|n_units|digest of the sorted unit names``: a group is a set."""
+        names = "\n".join(sorted(str(u) for u in query.units))
+        digest = hashlib.blake2b(names.encode(), digest_size=12).hexdigest()
+        return f"{self.namespace}|{query.problem}|{len(query.units)}|{digest}"
+
+
+def _counts(flipped: np.ndarray, moved: np.ndarray, covered: np.ndarray) -> SliceCounts:
+    """Per-slice counts of one group's ``# [prompts]`` flips and changed answers."""
+    return SliceCounts(
+        int(flipped[covered].sum()),
+        int(covered.sum()),
+        int(flipped[~covered].sum()),
+        int((~covered).sum()),
+        int(moved[covered].sum()),
+        int(moved[~covered].sum()),
+    )
+
+
+def _counts_list(counts: SliceCounts) -> list[int | None]:
+    return [
+        counts.covered_flips, counts.covered_n, counts.unrelated_flips, counts.unrelated_n,
+        counts.covered_changed, counts.unrelated_changed,
+    ]  # fmt: skip
 
 
 def _as_site(unit: object) -> Site:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mecharule.errors import DataError
 from mecharule.rules.language import Rule
 from mecharule.sampling.slices import Clustering, covered_unrelated
 
@@ -39,11 +40,33 @@ def behaviour_rules(
     rules_json: Mapping[str, Any], max_rules: int, min_coverage: float
 ) -> list[dict[str, Any]]:
     """The rules (disjuncts) carried to localization: best held-out MCC first."""
+    check_rules_json(rules_json)
     disjuncts = [
         d for d in rules_json.get("disjuncts", []) if d["metrics"]["all"]["coverage"] >= min_coverage
     ]
     disjuncts.sort(key=lambda d: -(d["metrics"]["test"]["mcc"] or 0.0))
     return disjuncts[:max_rules]
+
+
+def check_rules_json(rules_json: Mapping[str, Any]) -> None:
+    """Raise DataError unless ``rules_json`` holds disjuncts with an id, a rule and their metrics."""
+    disjuncts = rules_json.get("disjuncts")
+    problem = None
+    if not isinstance(disjuncts, list):
+        problem = f"'disjuncts' is {type(disjuncts).__name__}, not a list"
+    else:
+        for d in disjuncts:
+            try:
+                ok = isinstance(d["id"], str) and isinstance(d["rule"], Mapping)
+                ok = ok and isinstance(d["metrics"]["all"]["coverage"], int | float)
+                ok = ok and "mcc" in d["metrics"]["test"]
+            except (KeyError, TypeError):
+                ok = False
+            if not ok:
+                problem = f"a disjunct lacks id, rule or metrics: {str(d)[:80]}"
+                break
+    if problem:
+        raise DataError(f"rules.json is damaged ({problem}); re-run `mecharule rules` on the run directory")
 
 
 def rule_mask(disjunct: Mapping[str, Any], features: pd.DataFrame) -> np.ndarray:

@@ -11,6 +11,14 @@ Three measurements per (rule, regime):
    with the agonists it dropped named (:mod:`.population`);
 3. the density k/N, the precision of the predicate (share of reported agonists whose observed effect
    reaches τ) and whether CHA could save anything on this problem.
+
+Checkpoints: with a :class:`~mecharule.io.journal.Journal`, every oracle answer is journaled as it is
+computed, under one namespace per measurement (``cha``, ``bf``, ``bf-outside``: each resumes exactly
+as it ran, never with another's answers); a resumed run re-issues the same (seeded) queries and
+takes the finished answers from the journal without engine work. :func:`~.localize.prepare`
+(baselines, reference tables, spectral sampling) is not journaled: a resumed run recomputes it.
+Reported costs (group evaluations, singletons, forwards) are those of one uninterrupted run; wall
+times are those of this process.
 """
 
 from __future__ import annotations
@@ -22,15 +30,18 @@ from typing import Any
 import numpy as np
 
 from mecharule.config import LocalizeConfig
+from mecharule.io.journal import Journal
 from mecharule.io.rundir import write_json
 from mecharule.search.brute_force import brute_force
 from mecharule.search.group_testing import SearchProblem
 from mecharule.search.localize import LocalizationSetup, Tick, run_search, search_config
+from mecharule.search.oracle import EngineOracle, EngineWork
 from mecharule.search.population import validation_payload
 
 
-def _forwards(setup: Any) -> int:
-    return sum(p.engine.stats.forwards for p in setup.problems.values())
+def _forwards(setup: LocalizationSetup, *oracles: EngineOracle) -> int:
+    """Forwards on the setup's engines so far, plus those the oracles' journaled answers cost."""
+    return EngineWork.of(setup.problems.values()).forwards + sum(o.replayed_work.forwards for o in oracles)
 
 
 def outside_problems(setup: LocalizationSetup, cfg: LocalizeConfig, seed: int) -> list[SearchProblem]:
@@ -55,19 +66,27 @@ def validate(
     *,
     seed: int,
     tick: Tick | None = None,
+    journal: Journal | None = None,
 ) -> dict[str, Any]:
-    """CHA, brute force over the candidates and brute force outside them → ``validation.json``."""
+    """CHA, brute force over the candidates and brute force outside them → ``validation.json``.
+
+    ``journal``: keep finished oracle answers there, and take those an earlier (killed) run of this
+    stage kept (see the module docstring). The caller discards it.
+    """
     config = search_config(cfg, seed)
+    cha_oracle, bf_oracle, outside_oracle = (
+        setup.oracle.journaled(journal, name) for name in ("cha", "bf", "bf-outside")
+    )
     before = _forwards(setup)
-    cha, cha_wall = run_search(setup, cfg, seed, tick)
-    cha_forwards = _forwards(setup) - before
+    cha, cha_wall = run_search(setup, cfg, seed, tick, cha_oracle)
+    cha_forwards = _forwards(setup, cha_oracle) - before
     started = time.perf_counter()
-    bf = brute_force(setup.search_problems, setup.oracle, config)
+    bf = brute_force(setup.search_problems, bf_oracle, config)
     bf_wall = time.perf_counter() - started
-    bf_forwards = _forwards(setup) - before - cha_forwards
+    bf_forwards = _forwards(setup, cha_oracle, bf_oracle) - before - cha_forwards
     outside = outside_problems(setup, cfg, seed)
     started = time.perf_counter()
-    bf_outside = brute_force([p for p in outside if p.candidates], setup.oracle, config)
+    bf_outside = brute_force([p for p in outside if p.candidates], outside_oracle, config)
     outside_wall = time.perf_counter() - started
     payload = validation_payload(
         cha,

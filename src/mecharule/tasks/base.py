@@ -12,8 +12,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from mecharule.errors import ConfigError, MecharuleError
 from mecharule.features.base import Feature
 from mecharule.registry import Registry
+from mecharule.tasks.options import check_task_options, describe_parameters, task_parameters
 
 
 @runtime_checkable
@@ -72,4 +74,14 @@ def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
     import mecharule.tasks.builtin  # noqa: F401  (registers the built-in tasks)
 
     factory = TASKS.get(name)
-    return factory(**(options or {}))
+    checked = check_task_options(name, factory, options or {})
+    try:
+        return factory(**checked)
+    except MecharuleError:
+        raise
+    except (TypeError, ValueError) as exc:  # a value the annotations let through but the task rejects
+        detail = " ".join(str(exc).split())[:200]
+        raise ConfigError(
+            f"task {name!r} rejected its options ({type(exc).__name__}: {detail}); "
+            f"its options (measure.task_options) are: {describe_parameters(task_parameters(factory) or {})}"
+        ) from exc

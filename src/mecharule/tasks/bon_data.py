@@ -29,11 +29,13 @@ toggled) and ``chars_perturbed`` (characters moved by ±1).
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -201,7 +203,8 @@ def load_requests(path: str | Path, request_column: str = "request") -> pd.DataF
     """Requests from a CSV, JSON or JSONL file: columns original_request, topic, disallowed."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"request file {str(path)!r} does not exist")
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise DataError(f"request file {str(path)!r} {what}; pass a .csv, .json or .jsonl file of requests")
     raw = _read_table(path)
     if raw.empty:
         raise DataError(f"request file {str(path)!r} has no requests")
@@ -225,23 +228,64 @@ def load_requests(path: str | Path, request_column: str = "request") -> pd.DataF
 
 def _read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json", ".jsonl"):
+        raise DataError(
+            f"request file {str(path)!r}: unsupported extension {suffix!r}; use .csv, .json or .jsonl"
+        )
     try:
         if suffix == ".csv":
             return pd.read_csv(path, dtype=object, keep_default_na=False)
-        if suffix == ".jsonl":
-            return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-        if suffix == ".json":
-            data = json.loads(path.read_text() or "[]")
-            if isinstance(data, list) and all(isinstance(x, str) for x in data):
-                return pd.DataFrame({"request": data})
-            if isinstance(data, list) and all(isinstance(x, dict) for x in data):
-                return pd.DataFrame(data)
-            raise DataError(f"{str(path)!r}: JSON must be a list of objects or a list of strings")
-    except (json.JSONDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"request file {str(path)!r} could not be parsed: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"request file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}: binary or "
+            f"damaged?); pass a {suffix} file of requests"
+        ) from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
+        raise DataError(f"request file {str(path)!r} could not be parsed: {_one_line(exc)}") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read request file {str(path)!r}: {exc.strerror or exc}") from exc
+    records = _json_lines(path, text) if suffix == ".jsonl" else _json_list(path, text)
+    if all(isinstance(x, str) for x in records):
+        return pd.DataFrame({"request": records})
+    if all(isinstance(x, dict) for x in records):
+        return pd.DataFrame(records)
+    what = "line" if suffix == ".jsonl" else "item"
     raise DataError(
-        f"request file {str(path)!r}: unsupported extension {suffix!r}; use .csv, .json or .jsonl"
+        f"request file {str(path)!r}: every {what} must be a JSON object (with a request field) or every "
+        f"{what} a string; found {sorted({type(x).__name__ for x in records})}"
     )
+
+
+def _json_list(path: Path, text: str) -> list[Any]:
+    try:
+        data = json.loads(text or "[]")
+    except json.JSONDecodeError as exc:
+        raise DataError(f"request file {str(path)!r} is not valid JSON: {_one_line(exc)}") from exc
+    if not isinstance(data, list):
+        raise DataError(
+            f"request file {str(path)!r}: JSON must be a list of objects or a list of strings, not a "
+            f"{type(data).__name__}"
+        )
+    return data
+
+
+def _json_lines(path: Path, text: str) -> list[Any]:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"request file {str(path)!r}: line {number} is not valid JSON: {_one_line(exc)}"
+            ) from exc
+    return records
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def _as_bool(value: object) -> bool:

@@ -182,7 +182,8 @@ def load_hans_file(path: str | Path) -> pd.DataFrame:
     """Read a real HANS ``.txt`` file into the :data:`NLI_COLUMNS` table (gold ``-`` rows dropped)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"HANS file {str(path)!r} does not exist; pass the path of heuristics_*_set.txt")
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise DataError(f"HANS file {str(path)!r} {what}; pass the path of heuristics_*_set.txt")
     try:
         raw = pd.read_csv(
             path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE, on_bad_lines="error"
@@ -191,8 +192,16 @@ def load_hans_file(path: str | Path) -> pd.DataFrame:
         raise DataError(
             f"HANS file {str(path)!r} is empty; expected a tab-separated file with a header"
         ) from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"HANS file {str(path)!r} is not valid tab-separated text: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"HANS file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}: binary or "
+            "damaged?); pass the tab-separated heuristics_*_set.txt"
+        ) from exc
+    except (pd.errors.ParserError, csv.Error, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise DataError(f"HANS file {str(path)!r} is not valid tab-separated text: {detail}") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read HANS file {str(path)!r}: {exc.strerror or exc}") from exc
     missing = [c for c in HANS_REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
         raise DataError(
@@ -207,7 +216,10 @@ def load_hans_file(path: str | Path) -> pd.DataFrame:
             f"HANS file {str(path)!r} has gold labels {unknown}; allowed: entailment, non-entailment, '-'"
         )
     if raw.empty:
-        raise DataError(f"HANS file {str(path)!r} has no rows with a gold label")
+        raise DataError(
+            f"HANS file {str(path)!r} has no rows with a gold label (rows labelled '-' are dropped); "
+            "add rows labelled entailment or non-entailment"
+        )
     table = pd.DataFrame(
         {
             "premise": raw["sentence1"].str.strip(),

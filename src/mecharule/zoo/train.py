@@ -46,8 +46,14 @@ def build_model(shape: ModelShape, vocab_size: int, max_len: int, seed: int) -> 
 def _architecture_options(shape: ModelShape) -> dict[str, Any]:
     """Config keys whose name differs by architecture (GPT-2 calls the MLP width ``n_inner``)."""
     if shape.architecture == "gpt2":
-        return {"n_inner": shape.d_mlp, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-                "bos_token_id": None, "eos_token_id": None}
+        return {
+            "n_inner": shape.d_mlp,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "bos_token_id": None,
+            "eos_token_id": None,
+        }
     return {}
 
 

@@ -212,3 +212,21 @@ def test_default_system_prompt_and_input_checks():
         propose_features(client, PROMPTS, LABELS[:3])
     with pytest.raises(ConfigError, match="max_attempts"):
         propose_features(client, PROMPTS, LABELS, max_attempts=0)
+
+
+def test_every_skipped_item_reaches_on_skip_with_its_reason():
+    bad_src = "def my_feature(prompt, info):\n    return eval(prompt)\n"
+    answer = json.dumps([item("Length"), item("length!"), item("evil", bad_src), {"python_src": GOOD}])
+    skipped: list = []
+    features = propose_features(
+        FakeClient([answer]), PROMPTS, LABELS, n_rounds=1, existing=[("seed_x", "")], on_skip=skipped.append
+    )
+    assert [f.label for f in features] == ["Length"]
+    assert [(s.round, s.label, s.stage) for s in skipped] == [
+        (0, None, "parse"),
+        (0, "length!", "duplicate"),
+        (0, "evil", "validation"),
+    ]
+    assert skipped[0].reason == "item 3: missing a string 'label'" and skipped[0].python_src == ""
+    assert "'length'" in skipped[1].reason and "'eval'" in skipped[2].reason
+    assert skipped[2].python_src == bad_src  # kept for the log, never run

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +85,7 @@ def check_benign(accepted) -> None:
     assert by_name["is_multiplication"].kind == "binary" and by_name["prompt_length"].kind == "count"
 
 
-def check_parent_unharmed(started: float, budget: float) -> None:
-    assert time.monotonic() - started < budget  # the parent never waited past the wall limits
+def check_parent_unharmed() -> None:
     assert live_workers() == []  # no worker or grandchild survives
     ok, _ = score_proposed_features(BENIGN[:1], PROMPTS, limits=LIMITS)  # still fully working
     assert [f.name for f in ok] == ["prompt_length"]
@@ -115,7 +113,6 @@ def test_hostile_proposals_are_rejected_or_contained(tmp_path):
         feature("getattr dunder", "return getattr(prompt, '__class__')"),
         feature("frame walk", "g = (1 for _ in [0])", "return g.gi_frame.f_back.f_globals"),
     ]
-    started = time.monotonic()
     accepted, rejected = score_proposed_features([*BENIGN, *hostile], PROMPTS, limits=LIMITS)
     check_benign(accepted)
     assert [f.name for f in accepted] == list(BENIGN_VALUES)
@@ -126,8 +123,8 @@ def test_hostile_proposals_are_rejected_or_contained(tmp_path):
         "slow but legal": ("execution", "wall-clock limit"),
         "memory bomb": ("execution", "MemoryError"),
         "recursion bomb": ("execution", "RecursionError"),
-        "huge output": ("execution", "non-number of type str"),
-        "huge list": ("execution", "non-number of type list"),
+        "huge output": ("execution", "returned a str on 4 of 4 rows"),
+        "huge list": ("execution", "returned a list on 4 of 4 rows"),
         "dunder escape": ("validation", "starts with '_'"),
         "fork via dunders": ("validation", "starts with '_'"),
         "subprocess": ("validation", "Import"),
@@ -141,7 +138,7 @@ def test_hostile_proposals_are_rejected_or_contained(tmp_path):
         assert stopped[label][0] == stage, (label, stopped[label])
         assert reason in stopped[label][1], (label, stopped[label])
     assert not marker.exists()
-    check_parent_unharmed(started, budget=15.0)
+    check_parent_unharmed()
 
 
 def test_process_limits_contain_attacks_even_without_the_ast_check(tmp_path):
@@ -178,7 +175,6 @@ def test_process_limits_contain_attacks_even_without_the_ast_check(tmp_path):
         feature("stdout flood", "os['sys'].stdout.write('x' * 10**7)", "return 1", prefix=OS_GLOBALS),
         feature("runs as", "return os['getuid']()", prefix=OS_GLOBALS),
     ]
-    started = time.monotonic()
     try:
         accepted, rejected = score_proposed_features(
             [*BENIGN, *escapes], PROMPTS, limits=LIMITS, _unchecked=True
@@ -200,16 +196,16 @@ def test_process_limits_contain_attacks_even_without_the_ast_check(tmp_path):
     [runs_as] = [f for f in accepted if f.name == "runs_as"]
     assert (runs_as.compute(PROMPTS) != 0).all()  # never root, so RLIMIT_NPROC binds
     assert not marker.exists()
-    check_parent_unharmed(started, budget=15.0)
+    check_parent_unharmed()
 
 
 def test_cpu_limit_kills_a_busy_worker_before_the_wall_limit():
     busy = feature("busy", "while True:", "    pass")
-    started = time.monotonic()
     accepted, [rejection] = score_proposed_features(
-        [BENIGN[0], busy], PROMPTS, limits=SandboxLimits(wall_seconds=10.0, cpu_seconds=1)
+        [BENIGN[0], busy], PROMPTS, limits=SandboxLimits(wall_seconds=60.0, cpu_seconds=1)
     )
-    assert "CPU limit of 1 s" in rejection.reason
-    assert time.monotonic() - started < 5.0
+    # killed by the CPU limit (SIGXCPU), not by the far later wall-clock limit: no timing needed
+    assert rejection.reason.startswith("exceeded the CPU limit of 1 s (killed by SIGXCPU")
+    assert "wall-clock" not in rejection.reason
     assert [f.name for f in accepted] == ["prompt_length"]
     assert live_workers() == []

@@ -120,8 +120,10 @@ class DestructiveOracle(PlantedOracle):
         super().__init__(effects, n=n, mode="coupled", seed=seed)
         rng = np.random.default_rng(seed + 1)
         self.destroy = destroy
-        self.changes = {key: (cov | (rng.random(n) < change), unr | (rng.random(n) < change))
-                        for key, (cov, unr) in self.masks.items()}
+        self.changes = {
+            key: (cov | (rng.random(n) < change), unr | (rng.random(n) < change))
+            for key, (cov, unr) in self.masks.items()
+        }
 
     def _counts(self, query: Query) -> SliceCounts:
         if len(query.units) >= self.destroy:

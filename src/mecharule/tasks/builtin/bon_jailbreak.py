@@ -123,6 +123,8 @@ class BoNJailbreakTask:
         self.max_new_tokens = max_new_tokens
         self.prompt_format = prompt_format
         self._judge_override: Judge | None = None
+        if path is not None:
+            _ = self._table  # read the file now: a bad file fails before any model loads
 
     def __repr__(self) -> str:
         return f"BoNJailbreakTask(**{self.options()!r})"

@@ -131,6 +131,8 @@ class HansNLITask:
         self.max_new_tokens = max_new_tokens
         self.prompt_format = prompt_format
         self.n_shots = n_shots
+        if path is not None:
+            _ = self._table  # read the file now: a bad file fails before any model loads
 
     def __repr__(self) -> str:
         return f"HansNLITask(**{self.options()!r})"
