@@ -45,6 +45,10 @@ class FeatureProposalConfig(_Frozen):
     rounds: int = Field(10, ge=1)
     n_features: int = Field(16, ge=1)
     n_examples: int = Field(32, ge=1)
+    round_seconds: float | None = Field(
+        120.0, gt=0, description="wall time of all proposals of one round together; null = no budget"
+    )
+    feature_seconds: float = Field(20.0, gt=0, description="wall time of one proposed feature over all rows")
 
 
 class MeasureConfig(_Frozen):

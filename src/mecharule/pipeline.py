@@ -438,6 +438,7 @@ class Pipeline:
     def _proposed(
         self, prompts: Any, table: Any, seed_features: list[Any]
     ) -> tuple[Any, Any, dict[str, Any], list[Any]]:
+        from mecharule.features.sandbox import SandboxLimits
         from mecharule.features.stage import proposal_source, proposed_features
 
         cfg = self.config.measure.propose_features
@@ -453,6 +454,7 @@ class Pipeline:
                 n_features=cfg.n_features,
                 n_examples=cfg.n_examples,
                 seed=self.config.seed,
+                limits=SandboxLimits(wall_seconds=cfg.feature_seconds, round_seconds=cfg.round_seconds),
             )
         return extra, extra_table, log, [proposal_source(f) for f in extra]
 

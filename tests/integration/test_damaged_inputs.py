@@ -8,6 +8,8 @@ downloaded: the unreachable hub is a loopback port that was bound and closed, so
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import shutil
 import socket
@@ -39,6 +41,8 @@ class Case:
     # run as `python -m mecharule.cli` online, against a hub endpoint where nothing listens (the
     # endpoint and offline mode are read when huggingface_hub is imported)
     fresh_process: bool = False
+    whole_command: bool = False  # setup returns the whole command line, not options of `measure`
+    mid_run: bool = False  # fails after the run's description lines: the error is the last line
 
 
 def _organism_copy(tmp: Path, name: str = "arithmetic") -> Path:
@@ -198,6 +202,90 @@ CASES: dict[str, Case] = {
 }
 
 
+@functools.cache
+def _measured_run() -> Path:
+    """A run directory after measure and rules (built once per test session), copied by each case."""
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="mecharule-damaged-")) / "run"
+    for args in (["measure", "--out", str(out), "--max-prompts", "400"], ["rules", str(out)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    return out
+
+
+def _damaged_run(name: str, content: bytes, command: str) -> Setup:
+    """Copy the measured run, overwrite one of its files with ``content``, run ``command`` on it."""
+
+    def setup(tmp: Path) -> list[str]:
+        run = Path(shutil.copytree(_measured_run(), tmp / "measured"))
+        (run / name).write_bytes(content)
+        return ["run", "--out", str(run)] if command == "run" else [command, str(run)]
+
+    return setup
+
+
+def _locked_run(tmp: Path) -> list[str]:
+    run = Path(shutil.copytree(_measured_run(), tmp / "measured"))
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "command": "mecharule run --seed 0"}
+    (run / "run.lock").write_text(json.dumps(holder))
+    return ["run", "--out", str(run), "--seed", "1"]
+
+
+def _full_disk(tmp: Path) -> list[str]:
+    import errno
+
+    import mecharule.io.rundir as rundir
+
+    def no_space(path: Path, payload: dict) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    rundir.write_json = no_space  # restored by the test's monkeypatch of the module
+    return ["measure", "--out", str(tmp / "full"), "--max-prompts", "8"]
+
+
+RUN_DIR_CASES: dict[str, Case] = {
+    "behaviour-garbage-rules": Case(
+        _damaged_run("behaviour.parquet", _garbage(), "rules"),
+        ("behaviour.parquet changed since measure wrote it", "mecharule measure --out"),
+        whole_command=True,
+    ),
+    "behaviour-garbage-report": Case(
+        _damaged_run("behaviour.parquet", _garbage(), "report"),
+        ("behaviour.parquet is damaged", "not a readable parquet table"),
+        whole_command=True,
+    ),
+    "run-json-truncated-run": Case(
+        _damaged_run("run.json", b'{"stages": {"measure": {"config_', "run"),
+        ("run.json is damaged", "delete it to recompute"),
+        whole_command=True,
+    ),
+    "run-json-truncated-rules": Case(
+        _damaged_run("run.json", b'{"stages": {"measure": {"config_', "rules"),
+        ("run.json is damaged",),
+        whole_command=True,
+    ),
+    "run-json-empty-report": Case(
+        _damaged_run("run.json", b"", "report"), ("run.json is damaged",), whole_command=True
+    ),
+    "features-json-garbage": Case(
+        _damaged_run("features.json", _garbage(), "attribute"),
+        ("features.json changed since measure wrote it",),
+        whole_command=True,
+    ),
+    "rules-json-wrong-shape": Case(
+        _damaged_run("rules.json", b'{"rules": 5}', "attribute"),
+        ("rules.json changed since rules wrote it", "mecharule rules"),
+        whole_command=True,
+    ),
+    "run-dir-locked": Case(_locked_run, ("is in use by `mecharule run --seed 0`",), whole_command=True),
+    "disk-full": Case(
+        _full_disk, ("No space left on device", "run.json"), whole_command=True, mid_run=True
+    ),
+}
+CASES |= RUN_DIR_CASES
+
+
 def _run_in_process(args: list[str]) -> tuple[int, str, str]:
     result = CliRunner().invoke(app, args)
     return result.exit_code, result.stdout, result.stderr
@@ -220,13 +308,22 @@ def test_damaged_input_is_one_line_error_with_exit_2(case_id, tmp_path, monkeypa
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # in-process runs never go online
-    args = ["measure", "--out", str(tmp_path / "run"), "--max-prompts", "8", *case.setup(tmp_path)]
+    import mecharule.io.rundir
+
+    monkeypatch.setattr(mecharule.io.rundir, "write_json", mecharule.io.rundir.write_json)  # restored
+    if case.whole_command:
+        args = case.setup(tmp_path)
+    else:
+        args = ["measure", "--out", str(tmp_path / "run"), "--max-prompts", "8", *case.setup(tmp_path)]
     if case.fresh_process:
         code, stdout, stderr = _run_in_fresh_process(args, tmp_path)
     else:
         code, stdout, stderr = _run_in_process(args)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2, (code, stdout, stderr)
+    if case.mid_run:
+        assert not any(line.startswith("error") for line in lines[:-1]), stderr
+        lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert "Traceback" not in stdout + stderr
     for phrase in case.phrases:

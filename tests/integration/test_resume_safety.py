@@ -177,3 +177,29 @@ def test_a_second_run_into_a_locked_directory_refuses(run_copy):
     assert result.exit_code == 2
     assert "is in use by `mecharule run --seed 0`" in result.output
     assert json.loads((run_copy / "run.json").read_text())["seed"] == 0  # untouched
+
+
+def test_every_agonists_csv_has_its_header_even_when_empty(finished):
+    from mecharule.search.group_testing import AGONIST_COLUMNS
+
+    tables = sorted((finished / "localization").glob("*/agonists.csv"))
+    assert tables
+    for path in tables:
+        assert tuple(pd.read_csv(path).columns) == AGONIST_COLUMNS, path
+
+
+def test_a_problem_without_agonists_writes_a_csv_with_its_header(tmp_path):
+    from types import SimpleNamespace
+
+    from mecharule.search.group_testing import AGONIST_COLUMNS
+    from mecharule.search.localize import _problem_entry
+
+    result = SimpleNamespace(trace=[], agonists_for=lambda key: [], catastrophic=[])
+    stats = SimpleNamespace(
+        n_candidates=4, group_evaluations=2, levels=1, density=0.0, audit_evaluations=1,
+        expanded_groups=0, nonmonotone_splits=0,
+    )  # fmt: skip
+    spec = SimpleNamespace(key="R1/negative")
+    problem = SimpleNamespace(n_covered=8, n_unrelated=8, dropped_rows=[])
+    _problem_entry(tmp_path, spec, problem, result, stats)
+    assert tuple(pd.read_csv(tmp_path / "R1_negative" / "agonists.csv").columns) == AGONIST_COLUMNS

@@ -410,6 +410,23 @@ class TraceRecord:
         }
 
 
+AGONIST_COLUMNS = (
+    "problem",
+    "unit",
+    "layer",
+    *(
+        f"{side}_{field}"
+        for side in ("covered", "unrelated")
+        for field in ("flips", "n", "rate", "lower", "upper")
+    ),
+    "max_upper",
+    "contrast_lower",
+    "selectivity",
+    "score",
+    "score_rank",
+)  # the keys of Agonist.to_dict, in order: the header of an agonists.csv, also an empty one
+
+
 @dataclass(frozen=True)
 class Agonist:
     """A strong, non-catastrophic singleton: its effects, selectivity and attribution score/rank."""

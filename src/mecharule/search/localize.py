@@ -29,7 +29,7 @@ from mecharule.io.journal import Journal
 from mecharule.io.rundir import atomic_path, read_json, read_parquet, write_json
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind
-from mecharule.search.group_testing import SearchConfig, SearchProblem, SearchResult, search
+from mecharule.search.group_testing import AGONIST_COLUMNS, SearchConfig, SearchProblem, SearchResult, search
 from mecharule.search.oracle import EngineOracle, EngineWork, ProblemSlices, build_problem
 from mecharule.search.population import NO_SAVING
 from mecharule.search.problems import ProblemSpec, behaviour_rules, problem_specs, rule_mask, spectral_pool
@@ -213,7 +213,8 @@ def _problem_entry(
         tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
     agonists = [a.to_dict() for a in result.agonists_for(spec.key)]
     with atomic_path(folder / "agonists.csv") as tmp:
-        pd.DataFrame([_flat_agonist(a) for a in agonists]).to_csv(tmp, index=False)
+        rows = [_flat_agonist(a) for a in agonists]
+        pd.DataFrame(rows, columns=list(rows[0]) if rows else list(AGONIST_COLUMNS)).to_csv(tmp, index=False)
     return {
         "n_covered": problem.n_covered,
         "n_unrelated": problem.n_unrelated,

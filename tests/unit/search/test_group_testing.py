@@ -394,3 +394,12 @@ def test_tau_is_adjusted_for_slices_smaller_than_64_prompts() -> None:
     raw = search([SearchProblem("p", units)], oracle, SearchConfig(adjust_tau=False))
     assert agonist_units(adjusted) == {units[2]} and agonist_units(raw) == {units[1], units[2]}
     assert adjusted.trace[0].evaluation.tau == pytest.approx(0.2502, abs=1e-4)
+
+
+def test_the_agonist_columns_are_the_keys_of_an_agonist_row() -> None:
+    from mecharule.search.group_testing import AGONIST_COLUMNS
+
+    units = layer_units(10)
+    result = search([SearchProblem("p", units)], PlantedOracle({"p": {units[4]: (0.5, 0.125)}}))
+    (agonist,) = result.agonists
+    assert tuple(agonist.to_dict()) == AGONIST_COLUMNS  # also the header of an empty agonists.csv
