@@ -279,9 +279,7 @@ RUN_DIR_CASES: dict[str, Case] = {
         whole_command=True,
     ),
     "run-dir-locked": Case(_locked_run, ("is in use by `mecharule run --seed 0`",), whole_command=True),
-    "disk-full": Case(
-        _full_disk, ("No space left on device", "run.json"), whole_command=True, mid_run=True
-    ),
+    "disk-full": Case(_full_disk, ("No space left on device", "run.json"), whole_command=True, mid_run=True),
 }
 CASES |= RUN_DIR_CASES
 
