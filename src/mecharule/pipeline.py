@@ -157,6 +157,10 @@ class Pipeline:
         if self.rundir.stage_is_done(stage, key):
             return False
         self._journal = Journal(self.rundir.file(f".partial/{stage}-{key}")) if journal else None
+        if self._journal is not None and len(self._journal):
+            self.notify(
+                f"{stage}: resuming: {len(self._journal):,} finished pieces of work kept from an earlier try"
+            )
 
         def recorded_body() -> list[str]:
             outputs = body()
@@ -175,6 +179,11 @@ class Pipeline:
             inputs={"config": read_fields(self.config, stage), "upstream": [*STAGE_INPUTS[stage].upstream]},
         )
         if self._journal is not None:
+            if self._journal.replayed:
+                self.notify(
+                    f"{stage}: {self._journal.replayed:,} pieces replayed from the earlier try, "
+                    f"{self._journal.recorded:,} computed now"
+                )
             self._journal.discard()
             self._journal = None
         return ran

@@ -353,3 +353,69 @@ def test_measure_interrupted_mid_chunk_generates_only_the_rest(upstream, tmp_pat
     assert resumed.work == 200 - 64 - 32  # only the rest, from the batch in flight at the kill on
     assert killed.work + resumed.work - whole.work == 16  # the batch in flight, once
     assert not partial.exists()  # measure removes its partial folder when it has the table
+
+
+def _sigkill_when(process: Any, ready: Callable[[], bool]) -> bool:
+    """SIGKILL ``process`` as soon as ``ready()``; False if it ended first."""
+    import signal
+    import time
+
+    while process.poll() is None:
+        if ready():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _journal_lines(out: Path, stage: str) -> int:
+    found = list(out.glob(f".partial/{stage}-*/journal.jsonl"))
+    return sum(len(p.read_text().splitlines()) for p in found)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["localize", "anchor"])
+def test_a_real_sigkill_inside_a_stage_resumes_from_its_journal(stage, tmp_path):
+    """The CLI process is SIGKILLed once its journal holds finished work; the same command resumes,
+    says how much it kept, and ends with what an uninterrupted run writes."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    data: dict[str, Any] = {}
+    for dotted, value in {**CONFIG, "localize.memory_budget_mb": 16}.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    config.write_text(yaml.safe_dump(data))
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "mecharule.cli", "run", "--out", str(out), "--config", str(config)]
+
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _sigkill_when(process, lambda: _journal_lines(killed, stage) >= 2), "finished before the kill"
+    kept = _journal_lines(killed, stage)
+    assert stage not in json.loads((killed / "run.json").read_text())["stages"]
+    resumed = subprocess.run(command(killed), capture_output=True, text=True, check=True)
+    assert f"{stage}: resuming: {kept:,} finished pieces of work kept" in resumed.stderr
+    assert not list(killed.glob(".partial/*"))  # the journal is gone once the stage is recorded
+    if stage == "localize":
+
+        def strip(summary: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in summary.items() if k != "wall_seconds"}
+
+        ref = json.loads((reference / "localization" / "summary.json").read_text())
+        got = json.loads((killed / "localization" / "summary.json").read_text())
+        assert strip(got) == strip(ref)
+    else:
+        assert (killed / "flips.parquet").read_bytes() == (reference / "flips.parquet").read_bytes()
+        ref = json.loads((reference / "neuron_rules.json").read_text())
+        assert json.loads((killed / "neuron_rules.json").read_text()) == ref
