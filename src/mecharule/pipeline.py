@@ -33,6 +33,7 @@ from mecharule.sizing import Sizing, resolve_sizing
 from mecharule.tasks.base import Task, make_task
 
 log = logging.getLogger(__name__)
+PROBLEM_FILES = ("trace.jsonl", "agonists.csv")  # per problem folder under localization/
 STAGES = ["measure", "rules", "attribute", "localize", "validate", "anchor", "report"]
 
 
@@ -353,7 +354,7 @@ class Pipeline:
             self.notify(f"{stage}: " + self._calibrate_search(setup))
             with self.progress(label, None) as tick:
                 if stage == "localize":
-                    localize(
+                    summary = localize(
                         self.handle,
                         self.task,
                         self.rundir.path,
@@ -372,7 +373,10 @@ class Pipeline:
                         tick=_cumulative(tick),
                         journal=self._journal,
                     )
-            return self.rundir.files_under("localization") if stage == "localize" else [output]
+            if stage == "validate":
+                return [output]
+            folders = [p["key"].replace("/", "_") for p in summary["problems"] if not p["skipped"]]
+            return [output] + [f"localization/{f}/{name}" for f in folders for name in PROBLEM_FILES]
 
         return self._stage(stage, body, folder="localization" if stage == "localize" else None, journal=True)
 

@@ -143,6 +143,12 @@ def test_files_of_an_earlier_config_are_removed(run_copy):
     assert _pipe(run_copy, **{"attribution.n_pairs": 4}).attribute() is True
     assert not stale.exists()
     assert (run_copy / "attribution" / "rule_R1.json").exists()
+    old_problem = run_copy / "localization" / "R9_positive" / "agonists.csv"
+    old_problem.parent.mkdir()
+    old_problem.write_text("problem,unit\n")
+    assert _pipe(run_copy, **{"attribution.n_pairs": 4}).localize() is True
+    assert not old_problem.parent.exists()
+    assert (run_copy / "localization" / "R1_positive" / "agonists.csv").exists()
 
 
 def test_new_weights_invalidate_measure(tmp_path):

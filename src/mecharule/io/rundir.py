@@ -327,6 +327,10 @@ class RunDir:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
+            parent = path.parent  # and the folders that held only it
+            while parent != self.path and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
 
     def files_under(self, folder: str) -> list[str]:
         """Every file under ``folder``, relative to the run directory, sorted."""
