@@ -12,7 +12,7 @@ def _maybe(rundir: RunDir, name: str) -> dict[str, Any] | None:
 
 
 def build_summary(rundir: RunDir) -> dict[str, Any]:
-    behaviour = read_parquet(rundir.file("behaviour.parquet"), columns=("label",))
+    behaviour = read_parquet(rundir.file("behaviour.parquet"), columns={"label": "b"})
     manifest = rundir.manifest()
     summary: dict[str, Any] = {
         "model": manifest.get("model", {}).get("name"),

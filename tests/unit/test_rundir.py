@@ -199,3 +199,13 @@ def test_only_artifacts_of_standing_stages_are_trusted(tmp_path):
     assert not rd.trusted("neuron_rules.json")  # anchor is not recorded
     run_stage(rd, "anchor", "h", lambda: ["neuron_rules.json"])
     assert rd.trusted("neuron_rules.json")
+
+
+def test_a_column_of_the_wrong_type_is_named(tmp_path):
+    from mecharule.io.rundir import BEHAVIOUR_COLUMNS
+
+    write_parquet(tmp_path / "behaviour.parquet", pd.DataFrame({"label": ["yes"], "split": ["train"]}))
+    with pytest.raises(RunDirError, match="column 'label' holds "):
+        read_parquet(tmp_path / "behaviour.parquet", columns=BEHAVIOUR_COLUMNS)
+    write_parquet(tmp_path / "behaviour.parquet", pd.DataFrame({"label": [True], "split": ["train"]}))
+    assert read_parquet(tmp_path / "behaviour.parquet", columns=BEHAVIOUR_COLUMNS)["label"].tolist() == [True]

@@ -18,7 +18,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,12 @@ def write_parquet(path: Path, frame: pd.DataFrame, provenance: dict[str, Any] | 
         pq.write_table(table, tmp)
 
 
-def read_parquet(path: Path, columns: Sequence[str] = ()) -> pd.DataFrame:
+BEHAVIOUR_COLUMNS = {"label": "b", "split": "OSU"}  # column → accepted numpy dtype kinds
+
+
+def read_parquet(path: Path, columns: Sequence[str] | Mapping[str, str] = ()) -> pd.DataFrame:
     """A table written by :func:`write_parquet`, checked: readable, a schema this version reads, and
-    holding the ``columns``."""
+    holding the ``columns`` (given as a mapping, each of one of the numpy dtype kinds named)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -164,7 +167,12 @@ def read_parquet(path: Path, columns: Sequence[str] = ()) -> pd.DataFrame:
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise _damaged(path, f"no column {', '.join(repr(c) for c in missing)}")
-    return table.to_pandas()
+    frame = table.to_pandas()
+    if isinstance(columns, Mapping):
+        for column, kinds in columns.items():
+            if frame[column].dtype.kind not in kinds:
+                raise _damaged(path, f"column {column!r} holds {frame[column].dtype}")
+    return frame
 
 
 def json_default(value: Any) -> Any:

@@ -143,7 +143,7 @@ def load_run(run_dir: Path) -> RunArtifacts:
     return RunArtifacts(
         path=run_dir,
         manifest=manifest,
-        behaviour=read_parquet(behaviour_path, columns=("label",)),
+        behaviour=read_parquet(behaviour_path, columns={"label": "b"}),
         behaviour_meta=parquet_provenance(behaviour_path),
         features=_optional_parquet(rundir, "features.parquet"),
         feature_defs={str(d.get("name")): d for d in features_json.get("features") or []},

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mecharule.errors import ConfigError, DataError
-from mecharule.io.rundir import RunDir, read_json, read_parquet, write_json
+from mecharule.io.rundir import BEHAVIOUR_COLUMNS, RunDir, read_json, read_parquet, write_json
 from mecharule.rules.plots import plot_coverage_precision, plot_shap_importance, save_figure
 from mecharule.rules.scoring import RuleReport, extract_and_score
 from mecharule.rules.text import Glossary
@@ -32,7 +32,7 @@ def load_rule_inputs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[st
     """Read behaviour.parquet, features.parquet and features.json; check they agree."""
     run = RunDir(run_dir)
     run.require("behaviour.parquet", "features.parquet", stage="measure` and `mecharule measure")
-    behaviour = read_parquet(run.file("behaviour.parquet"), columns=("label", "split"))
+    behaviour = read_parquet(run.file("behaviour.parquet"), columns=BEHAVIOUR_COLUMNS)
     features = read_parquet(run.file("features.parquet"))
     defs: dict[str, dict[str, Any]] = {}
     if run.file("features.json").exists():
