@@ -204,6 +204,15 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._digests: dict[tuple[str, int, int], str] = {}  # (name, size, mtime_ns) → digest
+
+    def digest(self, name: str) -> str:
+        """The content digest of a file of the run, computed once per version of the file."""
+        stat = self.file(name).stat()
+        key = (name, stat.st_size, stat.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = file_digest(self.file(name))
+        return self._digests[key]
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -266,7 +275,7 @@ class RunDir:
             path = self.file(name)
             if not path.is_file():
                 return f"{name} is missing"
-            if file_digest(path) != expected:
+            if self.digest(name) != expected:
                 return f"{name} changed since {stage} wrote it"
         return None
 
@@ -307,7 +316,7 @@ class RunDir:
         stages[stage] = {
             "config_hash": stage_hash,
             "outputs": outputs,
-            "digests": {name: file_digest(self.file(name)) for name in outputs},
+            "digests": {name: self.digest(name) for name in outputs},
             "wall_seconds": round(wall_seconds, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **({"inputs": inputs} if inputs is not None else {}),
