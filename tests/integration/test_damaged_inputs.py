@@ -193,6 +193,9 @@ CASES: dict[str, Case] = {
     ),
     "model-dir-without-config": Case(lambda tmp: ["--model", str(tmp)], ("has no config.json",)),
     "encoder-only-bert": Case(_bert, ("not a decoder-only causal LM", "encoder-only bert")),
+    "known-model-typo": Case(
+        lambda tmp: ["--model", "smollm2-13m"], ("did you mean the known model smollm2-135m",)
+    ),
     "hub-offline-not-cached": Case(lambda tmp: ["--model", "someorg/somemodel"], ("HF_HUB_OFFLINE is set",)),
     "hub-unreachable": Case(
         lambda tmp: ["--model", "someorg/somemodel"],

@@ -139,4 +139,14 @@ def fetch_hint(name_or_path: str) -> str | None:
                 f"an offline copy ({model.weights}) is available as --model {model.name} after "
                 f"`mecharule models fetch {model.name}`"
             )
-    return None
+    return _near_miss(name_or_path)
+
+
+def _near_miss(name: str) -> str | None:
+    """'did you mean' for a name close to a known model's short name (a typo of smollm2-135m)."""
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), list(KNOWN_MODELS), n=1, cutoff=0.75)
+    if not close:
+        return None
+    return f"did you mean the known model {close[0]}? (mecharule list models)"
