@@ -129,6 +129,7 @@ def run(
             "validate_brute_force": True if validate_ else None,
         },
     )
+    pipe.check_options()
     with pipe.rundir.locked("mecharule run"):
         for line in pipe.describe():
             typer.echo(line, err=True)
@@ -367,8 +368,10 @@ def zoo_train(
     from tqdm.auto import tqdm
 
     from mecharule.zoo.registry import ORGANISMS_DIR
+    from mecharule.zoo.specs import organism_spec
     from mecharule.zoo.train import train_organism
 
+    organism_spec(name)  # an unknown name fails before the bar starts
     target = out or ORGANISMS_DIR / name
     bar = tqdm(desc=f"train {name}", unit="step", dynamic_ncols=True)
 

@@ -150,7 +150,7 @@ class AnchorConfig(_Frozen):
 
 
 class RunConfig(_Frozen):
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     model: ModelConfig = Field(default_factory=lambda: ModelConfig())
     measure: MeasureConfig = Field(default_factory=lambda: MeasureConfig())
     rules: RulesConfig = Field(default_factory=lambda: RulesConfig())

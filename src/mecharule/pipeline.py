@@ -102,6 +102,14 @@ class Pipeline:
             options["prompt_format"] = real_format
         return options
 
+    def check_options(self) -> None:
+        """Fail before any stage on options a later stage would reject (the rule extractor's)."""
+        from mecharule.rules.scoring import make_extractor
+
+        rules, anchor = self.config.rules, self.config.anchor
+        make_extractor(rules.extractor, self.config.seed, rules.options)
+        make_extractor(rules.extractor, self.config.seed, dict(rules.options) | dict(anchor.rule_options))
+
     def describe(self) -> list[str]:
         """What this run will do, for the terminal: model size and device, sizing, task options."""
         options = ", ".join(f"{k}={v}" for k, v in self.task.options().items())

@@ -167,6 +167,7 @@ CASES: dict[str, Case] = {
         ),
         ("sigmas='high'", "Sequence[float]"),
     ),
+    "seed-negative": Case(lambda tmp: ["--seed", "-1"], ("seed", "greater than or equal to 0")),
     "device-unknown": Case(_config({"model": {"device": "tpu9"}}), ("tpu9", "cuda:N")),
     "device-cuda-missing": Case(_no_cuda, ("'cuda' is not available", "--device cpu")),
     "dtype-unknown": Case(_config({"model": {"dtype": "float7"}}), ("float7", "accepted dtypes", "bfloat16")),
@@ -247,6 +248,12 @@ def _full_disk(tmp: Path) -> list[str]:
     return ["measure", "--out", str(tmp / "full"), "--max-prompts", "8"]
 
 
+def _rules_options(tmp: Path, **options: object) -> Path:
+    path = tmp / "rules.yaml"
+    path.write_text(yaml.safe_dump({"rules": {"options": options}}))
+    return path
+
+
 RUN_DIR_CASES: dict[str, Case] = {
     "behaviour-garbage-rules": Case(
         _damaged_run("behaviour.parquet", _garbage(), "rules"),
@@ -279,6 +286,16 @@ RUN_DIR_CASES: dict[str, Case] = {
     "rules-json-wrong-shape": Case(
         _damaged_run("rules.json", b'{"rules": 5}', "attribute"),
         ("rules.json changed since rules wrote it", "mecharule rules"),
+        whole_command=True,
+    ),
+    "extractor-option-unknown": Case(
+        lambda tmp: ["run", "--out", str(tmp / "r"), "--config", str(_rules_options(tmp, n_estimator=5))],
+        ("extractor 'ruleshap' takes no option 'n_estimator'", "did you mean 'n_estimators'"),
+        whole_command=True,
+    ),
+    "zoo-train-unknown": Case(
+        lambda tmp: ["zoo", "train", "nope", "--out", str(tmp / "z")],
+        ("unknown organism 'nope'",),
         whole_command=True,
     ),
     "run-dir-locked": Case(_locked_run, ("is in use by `mecharule run --seed 0`",), whole_command=True),

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from mecharule.errors import DataError
+from mecharule.errors import ConfigError, DataError
 from mecharule.rules.extractor import EXTRACTORS
 from mecharule.rules.language import Rule, RuleSet
 from mecharule.rules.metrics import RuleMetrics, rule_metrics
@@ -137,8 +137,26 @@ def make_extractor(extractor: str | Any, seed: int, options: Mapping[str, Any] |
     """An unfitted extractor: a registered name built with ``seed`` and ``options``, or a clone
     of the given estimator."""
     if isinstance(extractor, str):
-        return EXTRACTORS.get(extractor)(seed=seed, **dict(options or {}))
+        factory = EXTRACTORS.get(extractor)
+        check_options(extractor, factory, options or {})
+        return factory(seed=seed, **dict(options or {}))
     return clone(extractor)
+
+
+def check_options(name: str, factory: Any, options: Mapping[str, Any]) -> None:
+    """ConfigError naming an option the extractor does not take, with the ones it does."""
+    import difflib
+    import inspect
+
+    accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "seed")]
+    for option in options:
+        if option not in accepted:
+            close = difflib.get_close_matches(str(option), accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"extractor {name!r} takes no option {option!r}{hint} (rules.options, "
+                f"anchor.rule_options); its options are: {', '.join(accepted)}"
+            )
 
 
 def _fit_and_score(
