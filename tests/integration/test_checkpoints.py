@@ -355,6 +355,34 @@ def test_measure_interrupted_mid_chunk_generates_only_the_rest(upstream, tmp_pat
     assert not partial.exists()  # measure removes its partial folder when it has the table
 
 
+def test_ctrl_c_in_measure_saves_the_finished_batches_before_the_next_checkpoint(
+    upstream, tmp_path, monkeypatch
+):
+    import mecharule.behaviour.generation as generation
+    import mecharule.behaviour.measure as measure
+
+    monkeypatch.setattr(measure, "CHECKPOINT_SECONDS", 3600.0)  # no timed part before the Ctrl-C
+    pipe = upstream[2]
+    prompts = pipe.task.prompts().iloc[:96].reset_index(drop=True)
+    partial = tmp_path / ".partial" / "measure-x"
+
+    def run() -> pd.DataFrame:
+        return measure.measure_behaviour(
+            pipe.handle, pipe.task, prompts, batch_size=16, test_fraction=0.3, seed=0, partial_dir=partial
+        )
+
+    with monkeypatch.context() as patch:
+        Meter(patch, generation, "greedy_generate", lambda _h, ids, *a, **k: len(ids), 4)
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    saved = sum(len(pd.read_parquet(p)) for p in partial.glob("*.parquet"))
+    assert saved == 48  # the three batches finished before the interrupted fourth
+    with monkeypatch.context() as patch:
+        resumed = Meter(patch, generation, "greedy_generate", lambda _h, ids, *a, **k: len(ids), None)
+        run()
+    assert resumed.work == 96 - 48
+
+
 def _sigkill_when(process: Any, ready: Callable[[], bool]) -> bool:
     """SIGKILL ``process`` as soon as ``ready()``; False if it ended first."""
     import signal

@@ -102,15 +102,20 @@ def _answer_chunk(
     pending: list[tuple[int, str]] = []
     saved_at = time.monotonic()
     batches = answer_batches(handle, texts, task.max_new_tokens, batch_size, stop_strings_of(task), position)
-    for indices, batch in batches:
-        for i, answer in zip(indices, batch, strict=True):
-            answers[i] = answer
-            pending.append((i, answer))
-        if progress is not None:
-            progress(len(indices))
-        if time.monotonic() - saved_at >= CHECKPOINT_SECONDS and position + len(pending) < len(texts):
-            position = _save_part(partial, start, position, pending)
-            pending, saved_at = [], time.monotonic()
+    try:
+        for indices, batch in batches:
+            for i, answer in zip(indices, batch, strict=True):
+                answers[i] = answer
+                pending.append((i, answer))
+            if progress is not None:
+                progress(len(indices))
+            if time.monotonic() - saved_at >= CHECKPOINT_SECONDS and position + len(pending) < len(texts):
+                position = _save_part(partial, start, position, pending)
+                pending, saved_at = [], time.monotonic()
+    except KeyboardInterrupt:
+        if pending:  # Ctrl-C loses only the batch in flight
+            _save_part(partial, start, position, pending)
+        raise
     return answers
 
 
