@@ -34,7 +34,7 @@ import torch
 from scipy.stats import spearmanr
 
 from mecharule.attribution import atp_scores, eap_ig_scores, select_candidates
-from mecharule.behaviour.generation import generate_answers
+from mecharule.decoding.generation import generate_answers
 from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import ValueTable, mean_tables

@@ -23,11 +23,11 @@ import numpy as np
 
 from mecharule.config import RunConfig
 from mecharule.io.rundir import read_json
+from mecharule.localization.stage import prepare, search_config
 from mecharule.models.sites import Site
 from mecharule.pipeline import Pipeline
+from mecharule.search import SearchProblem, search
 from mecharule.search.brute_force import brute_force
-from mecharule.search.group_testing import SearchProblem, search
-from mecharule.search.localize import prepare, search_config
 from mecharule.search.population import effect
 
 
@@ -45,9 +45,18 @@ def main() -> None:
     config = RunConfig.model_validate(stored)
     pipe = Pipeline(config, args.run_dir)
     att = config.attribution
-    setup = prepare(pipe.handle, pipe.task, args.run_dir, pipe.localize_config, kind=att.unit_kind, top_m=1,
-                    method=att.methods[0], max_rules=config.rules.max_rules,
-                    min_coverage=config.rules.min_coverage, seed=config.seed)
+    setup = prepare(
+        pipe.handle,
+        pipe.task,
+        args.run_dir,
+        pipe.localize_config,
+        kind=att.unit_kind,
+        top_m=1,
+        method=att.methods[0],
+        max_rules=config.rules.max_rules,
+        min_coverage=config.rules.min_coverage,
+        seed=config.seed,
+    )
     width = pipe.handle.arch.width(att.unit_kind)
     population = [Site(layer, att.unit_kind, i) for layer in args.layers for i in range(width)]
     rng = np.random.default_rng(args.seed)
@@ -60,8 +69,13 @@ def main() -> None:
     started = time.perf_counter()
     cha = search(problems, setup.oracle, cfg)
     cha_wall = time.perf_counter() - started
-    out = {"model": config.model.name, "layers": args.layers, "n_units": args.n_units,
-           "population": len(population), "problems": []}
+    out = {
+        "model": config.model.name,
+        "layers": args.layers,
+        "n_units": args.n_units,
+        "population": len(population),
+        "problems": [],
+    }
     for stats in cha.problems:
         records = [r for r in bf.records if r.problem == stats.problem]
         effects = np.array([effect(r) for r in records])
@@ -81,8 +95,11 @@ def main() -> None:
         }
         out["problems"].append(row)
         print(json.dumps(row))
-    out["wall_seconds"] = {"brute_force": round(bf_wall, 1), "cha": round(cha_wall, 1),
-                           "ratio": round(cha_wall / bf_wall, 4)}
+    out["wall_seconds"] = {
+        "brute_force": round(bf_wall, 1),
+        "cha": round(cha_wall, 1),
+        "ratio": round(cha_wall / bf_wall, 4),
+    }
     print(json.dumps(out["wall_seconds"]))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

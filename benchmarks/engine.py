@@ -59,7 +59,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from mecharule.behaviour.generation import generate_answers
+from mecharule.decoding.generation import generate_answers
 from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.slow_path import ablated_answers

@@ -34,16 +34,16 @@ from safetensors.torch import load_file
 
 from mecharule.attribution import select_candidates
 from mecharule.config import RunConfig, load_config
+from mecharule.localization.stage import LocalizationSetup, prepare, search_config
 from mecharule.pipeline import Pipeline
-from mecharule.search.brute_force import BruteForceResult, brute_force
-from mecharule.search.group_testing import (
+from mecharule.search import (
     SearchConfig,
     SearchProblem,
     TraceRecord,
     evaluate_counts,
     search,
 )
-from mecharule.search.localize import LocalizationSetup, prepare, search_config
+from mecharule.search.brute_force import BruteForceResult, brute_force
 from mecharule.search.population import PopulationProblem, by_regime, effect
 
 MODELS = ("zoo:arithmetic", "zoo:arithmetic_gpt2", "zoo:arithmetic_wide")

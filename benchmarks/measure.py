@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mecharule.behaviour.generation import decode_answers, generate_answers
+from mecharule.decoding.generation import decode_answers, generate_answers
 from mecharule.models import ModelHandle, load_model
 from mecharule.tasks import make_task
 

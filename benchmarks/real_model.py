@@ -8,7 +8,7 @@ shots, formatted with :mod:`mecharule.tasks.formats` exactly as the measure stag
 
 (a) Measure path. The same ``--n-prompts`` prompts through
 
-    * ours: :func:`mecharule.behaviour.generation.generate_answers` with the task's stop strings
+    * ours: :func:`mecharule.decoding.generation.generate_answers` with the task's stop strings
       (prompts sorted by token length, batches of ``--batch-size``, the shared few-shot prefix
       prefilled once per batch);
     * HF: ``model.generate`` on exactly those batches (the tokenizer's left padding), greedy
@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mecharule.behaviour.generation import cut_at_stop, eos_ids, generate_answers
+from mecharule.decoding.generation import cut_at_stop, eos_ids, generate_answers
 from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.slow_path import ablated_answers

@@ -13,16 +13,22 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from mecharule.cli_models import register as register_model_commands
 from mecharule.errors import MecharuleError
 
+if TYPE_CHECKING:
+    from mecharule.config import RunConfig
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Rules and neurons behind LLM behaviour.")
+config_app = typer.Typer(no_args_is_help=True, help="Show the effective config of a run or a file.")
 list_app = typer.Typer(no_args_is_help=True, help="List tasks, organisms, architectures, known models.")
-zoo_app = typer.Typer(no_args_is_help=True, help="Bundled model organisms.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Model organisms: train one into a directory of yours.")
+# `mecharule --help` lists the commands in the order they are defined (the pipeline's), then these
+app.add_typer(config_app, name="config")
 app.add_typer(list_app, name="list")
 app.add_typer(zoo_app, name="zoo")
 
@@ -65,17 +71,23 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _pipeline(out: Path, config_file: Path | None, overrides: dict[str, Any]) -> Any:
-    from mecharule.config import RunConfig, load_config
-    from mecharule.io.rundir import RunDir
+def _pipeline(
+    out: Path,
+    config_file: Path | None,
+    options: dict[str, Any],
+    sets: list[str] | None,
+    *,
+    existing: bool = False,
+) -> Any:
+    """A pipeline on ``out`` whose config is ``config_file`` (else the run's saved config, else the
+    defaults) with ``options`` (None = not given) and then ``--set`` applied on top. ``existing``:
+    the run directory must already hold a config unless a file is given."""
     from mecharule.pipeline import Pipeline
     from mecharule.progress import bars
 
-    manifest = RunDir(out).manifest()
-    if config_file is None and "config" in manifest and not any(v is not None for v in overrides.values()):
-        config = RunConfig.model_validate(manifest["config"])
-    else:
-        config = load_config(config_file, overrides)
+    config = _effective_config(out, config_file, options, sets, existing=existing)
+    if ":" in config.measure.task and str(Path.cwd()) not in sys.path:
+        sys.path.append(str(Path.cwd()))  # --task module:factory finds module.py here (last: no shadowing)
     return Pipeline(
         config,
         out,
@@ -85,28 +97,66 @@ def _pipeline(out: Path, config_file: Path | None, overrides: dict[str, Any]) ->
     )
 
 
-DEVICE_HELP = "torch device: cpu, cuda, cuda:1, mps ... (default: the config's, cpu)"
-DTYPE_HELP = "float32 | bfloat16 | float16 | auto (default: the config's, float32)"
+def _effective_config(
+    rundir: Path | None,
+    config_file: Path | None,
+    options: dict[str, Any],
+    sets: list[str] | None,
+    *,
+    existing: bool = False,
+) -> RunConfig:
+    """See :func:`_pipeline`; ``rundir`` None: no saved config to start from."""
+    from mecharule.config import load_config, parse_assignments
+    from mecharule.errors import RunDirError
+    from mecharule.io.rundir import RunDir
+
+    assignments = parse_assignments(sets or [])
+    saved = RunDir(rundir).manifest().get("config") if rundir is not None and config_file is None else None
+    if existing and config_file is None and saved is None:
+        raise RunDirError(
+            f"{rundir} has no run.json; create it with `mecharule measure --out {rundir}` first"
+        )
+    return load_config(config_file, options, base=saved, assignments=assignments)
+
+
+DEVICE_HELP = "torch device: cpu, cuda, cuda:1, mps ... (model.device; default: the config's, cpu)"
+DTYPE_HELP = "float32 | bfloat16 | float16 | auto (model.dtype; default: the config's, float32)"
+SET_HELP = (
+    "KEY=VALUE applied on top of the config (the run's saved one, or --config); repeatable; the value "
+    "is YAML: --set localize.tau=0.3 --set measure.task_options.n_shots=3"
+)
+MODEL_HELP = "hub id, local path, GGUF file, known model name or zoo:NAME (default: the task's organism)"
+TASK_HELP = "task name (mecharule list tasks) or module:factory (default arithmetic)"
+SET = typer.Option(None, "--set", help=SET_HELP, metavar="KEY=VALUE")
+DEVICE = typer.Option(None, help=DEVICE_HELP)
+DTYPE = typer.Option(None, help=DTYPE_HELP)
+MAX_PROMPTS = typer.Option(None, help="seeded subsample of the task's prompts (measure.max_prompts)")
+VERBOSE = typer.Option(False, "--verbose", "-v")
+
+
+def _organism_of(task: str | None, model: str | None, config: Path | None) -> str | None:
+    """``--model``, or the task's organism (``zoo:<task>``) when only ``--task`` names the run."""
+    if model is None and task is not None and config is None and ":" not in task:
+        return f"zoo:{task}"
+    return model
 
 
 @app.command()
 @user_errors
 def run(
     out: Path = typer.Option(..., "--out", help="run directory (re-run the same command to resume)"),
-    task: str | None = typer.Option(None, help="task name (default arithmetic; mecharule list tasks)"),
-    model: str | None = typer.Option(
-        None,
-        help="hub id, local path, GGUF file, known model name or zoo:NAME (default: the task's organism)",
-    ),
+    task: str | None = typer.Option(None, help=TASK_HELP),
+    model: str | None = typer.Option(None, help=MODEL_HELP),
     config: Path | None = typer.Option(None, help="YAML/JSON config file setting any option"),
-    device: str | None = typer.Option(None, help=DEVICE_HELP),
-    dtype: str | None = typer.Option(None, help=DTYPE_HELP),
-    max_prompts: int | None = typer.Option(None, help="seeded subsample of the task's prompts"),
+    sets: list[str] | None = SET,
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
+    max_prompts: int | None = MAX_PROMPTS,
     validate_: bool = typer.Option(
         False, "--validate", help="also brute-force every candidate (recall, cost)"
     ),
     seed: int | None = typer.Option(None),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Run every stage: measure, rules, attribute, localize, (validate), anchor, report."""
     import time
@@ -114,20 +164,19 @@ def run(
     from mecharule.pipeline import default_stages
 
     _setup_logging(verbose)
-    if model is None and task is not None and config is None:
-        model = f"zoo:{task}"
     pipe = _pipeline(
         out,
         config,
         {
             "measure.task": task,
-            "model.name": model,
+            "model.name": _organism_of(task, model, config),
             "model.device": device,
             "model.dtype": dtype,
             "measure.max_prompts": max_prompts,
             "seed": seed,
             "validate_brute_force": True if validate_ else None,
         },
+        sets,
     )
     pipe.check_options()
     with pipe.rundir.locked("mecharule run"):
@@ -149,74 +198,34 @@ def run(
 
 @app.command()
 @user_errors
-def anchor(
-    rundir: Path = typer.Argument(..., help="run directory with localization/"),
-    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Flip table of every agonist and its neuron-anchored rules → flips.parquet, neuron_rules.json."""
-    from mecharule.io.rundir import read_json
-
-    _setup_logging(verbose)
-    pipe = _existing_pipeline(rundir, config)
-    with pipe.rundir.locked("mecharule anchor"):
-        ran = pipe.anchor()
-    data = read_json(rundir / "neuron_rules.json")
-    typer.echo(("anchored" if ran else "already anchored (skipped)") + f" → {rundir / 'neuron_rules.json'}")
-    typer.echo(f"HQ counts (test MCC): {data['hq_counts']['test']}")
-    for a in data["agonists"][:10]:
-        typer.echo(
-            f"  {a['site']:>12}  flips {a['flip_rates']['any']:.3f}  best {a['best']['target']} "
-            f"test MCC {a['best']['test_mcc']:.2f}: {a['best']['readable'][:90]}"
-        )
-
-
-@app.command()
-@user_errors
-def report(
-    rundir: Path = typer.Argument(..., help="run directory"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Write report/index.html (self-contained) and the paper-style tables."""
-    _setup_logging(verbose)
-    pipe = _existing_pipeline(rundir, None)
-    with pipe.rundir.locked("mecharule report"):
-        pipe.report(force=True)
-    typer.echo(f"report → {rundir / 'report' / 'index.html'}")
-
-
-@app.command()
-@user_errors
 def measure(
     out: Path = typer.Option(..., "--out", help="run directory to write"),
-    task: str | None = typer.Option(None, help="task name (default arithmetic; mecharule list tasks)"),
-    model: str | None = typer.Option(
-        None, help="hub id, local path, GGUF file, known model name or zoo:NAME (default: zoo:<task>)"
-    ),
+    task: str | None = typer.Option(None, help=TASK_HELP),
+    model: str | None = typer.Option(None, help=MODEL_HELP),
     config: Path | None = typer.Option(None, help="YAML/JSON config file"),
-    device: str | None = typer.Option(None, help=DEVICE_HELP),
-    dtype: str | None = typer.Option(None, help=DTYPE_HELP),
-    batch_size: int | None = typer.Option(None, help="prompts per forward pass"),
-    max_prompts: int | None = typer.Option(None, help="random subsample of the task's prompts"),
+    sets: list[str] | None = SET,
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
+    batch_size: int | None = typer.Option(None, help="prompts per forward pass (measure.batch_size)"),
+    max_prompts: int | None = MAX_PROMPTS,
     seed: int | None = typer.Option(None),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Run the model on the task's prompts, score the answers, write behaviour + features."""
     _setup_logging(verbose)
-    if model is None and task is not None and config is None:
-        model = f"zoo:{task}"
     pipe = _pipeline(
         out,
         config,
         {
             "measure.task": task,
-            "model.name": model,
+            "model.name": _organism_of(task, model, config),
             "model.device": device,
             "model.dtype": dtype,
             "measure.batch_size": batch_size,
             "measure.max_prompts": max_prompts,
             "seed": seed,
         },
+        sets,
     )
     with pipe.rundir.locked("mecharule measure"):
         for line in pipe.describe():
@@ -231,65 +240,22 @@ def measure(
         typer.echo(f"  {pipe.task.group_column} {group}: {rate:.3f}")
 
 
-def _existing_pipeline(rundir: Path, config: Path | None) -> Any:
-    from mecharule.errors import RunDirError
-    from mecharule.io.rundir import RunDir
-
-    if config is None and "config" not in RunDir(rundir).manifest():
-        raise RunDirError(
-            f"{rundir} has no run.json; create it with `mecharule measure --out {rundir}` first"
-        )
-    return _pipeline(rundir, config, {})
-
-
-@app.command()
-@user_errors
-def rules(
-    rundir: Path = typer.Argument(..., help="run directory written by `mecharule measure`"),
-    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Extract behaviour rules (fit on train rows, scored on held-out test rows) → rules.json."""
+# -- the stage commands on a run directory: one factory, a printer each ------------------------------
+def _show_rules(rundir: Path, ran: bool) -> None:
     from mecharule.io.rundir import read_json
     from mecharule.rules import format_rules_table
 
-    _setup_logging(verbose)
-    pipe = _existing_pipeline(rundir, config)
-    with pipe.rundir.locked("mecharule rules"):
-        ran = pipe.rules()
     typer.echo(("extracted" if ran else "already extracted (skipped)") + f" → {rundir / 'rules.json'}")
     typer.echo(format_rules_table(read_json(rundir / "rules.json")))
 
 
-@app.command()
-@user_errors
-def attribute(
-    rundir: Path = typer.Argument(..., help="run directory with rules.json"),
-    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Gradient attribution (AtP / EAP-IG) of every MLP unit per rule → attribution/*.safetensors + json."""
-    _setup_logging(verbose)
-    pipe = _existing_pipeline(rundir, config)
-    with pipe.rundir.locked("mecharule attribute"):
-        ran = pipe.attribute()
+def _show_attribute(rundir: Path, ran: bool) -> None:
     typer.echo(("attributed" if ran else "already attributed (skipped)") + f" → {rundir / 'attribution'}")
 
 
-@app.command()
-@user_errors
-def localize(
-    rundir: Path = typer.Argument(..., help="run directory with rules.json"),
-    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Find each rule's agonist units with Contrastive Hierarchical Ablation → localization/."""
+def _show_localize(rundir: Path, ran: bool) -> None:
     from mecharule.io.rundir import read_json
 
-    _setup_logging(verbose)
-    pipe = _existing_pipeline(rundir, config)
-    with pipe.rundir.locked("mecharule localize"):
-        ran = pipe.localize()
     summary = read_json(rundir / "localization" / "summary.json")
     typer.echo(("localized" if ran else "already localized (skipped)") + f" → {rundir / 'localization'}")
     typer.echo(
@@ -307,34 +273,155 @@ def localize(
         )
 
 
-@app.command()
-@user_errors
-def validate(
-    rundir: Path = typer.Argument(..., help="run directory with rules.json"),
-    config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Brute force every candidate alone beside CHA: recall by effect bin and cost → validation.json."""
+def _show_validate(rundir: Path, ran: bool) -> None:
     from mecharule.io.rundir import read_json
 
-    _setup_logging(verbose)
-    pipe = _existing_pipeline(rundir, config)
-    with pipe.rundir.locked("mecharule validate"):
-        ran = pipe.validate()
     v = read_json(rundir / "validation.json")
     typer.echo(("validated" if ran else "already validated (skipped)") + f" → {rundir / 'validation.json'}")
     typer.echo(json.dumps({k: v[k] for k in ("cost", "wall_seconds", "forwards")}, indent=1))
     typer.echo(json.dumps(v["recall"], indent=1)[:3000])
 
 
+def _show_anchor(rundir: Path, ran: bool) -> None:
+    from mecharule.io.rundir import read_json
+
+    data = read_json(rundir / "neuron_rules.json")
+    typer.echo(("anchored" if ran else "already anchored (skipped)") + f" → {rundir / 'neuron_rules.json'}")
+    typer.echo(f"HQ counts (test MCC): {data['hq_counts']['test']}")
+    for a in data["agonists"][:10]:
+        typer.echo(
+            f"  {a['site']:>12}  flips {a['flip_rates']['any']:.3f}  best {a['best']['target']} "
+            f"test MCC {a['best']['test_mcc']:.2f}: {a['best']['readable'][:90]}"
+        )
+
+
+# (stage, what DIR must hold, help, printer), in pipeline order
+STAGE_COMMANDS: list[tuple[str, str, str, Callable[[Path, bool], None]]] = [
+    (
+        "rules",
+        "run directory written by `mecharule measure`",
+        "Extract behaviour rules (fit on train rows, scored on held-out test rows) → rules.json.",
+        _show_rules,
+    ),
+    (
+        "attribute",
+        "run directory with rules.json",
+        "Gradient attribution (AtP / EAP-IG) of every MLP unit per rule → attribution/*.safetensors + json.",
+        _show_attribute,
+    ),
+    (
+        "localize",
+        "run directory with rules.json",
+        "Find each rule's agonist units with Contrastive Hierarchical Ablation → localization/.",
+        _show_localize,
+    ),
+    (
+        "validate",
+        "run directory with rules.json",
+        "Brute force every candidate alone beside CHA: recall by effect bin and cost → validation.json.",
+        _show_validate,
+    ),
+    (
+        "anchor",
+        "run directory with localization/",
+        "Flip table of every agonist and its neuron-anchored rules → flips.parquet, neuron_rules.json.",
+        _show_anchor,
+    ),
+]
+
+
+def _add_stage_command(stage: str, needs: str, doc: str, show: Callable[[Path, bool], None]) -> None:
+    """``mecharule STAGE DIR``: the run's config (or --config) plus the options, the lock, the stage."""
+
+    def command(
+        rundir: Path = typer.Argument(..., help=needs),
+        config: Path | None = typer.Option(None, help="YAML/JSON config file (default: the run's own)"),
+        sets: list[str] | None = SET,
+        device: str | None = DEVICE,
+        dtype: str | None = DTYPE,
+        max_prompts: int | None = MAX_PROMPTS,
+        verbose: bool = VERBOSE,
+    ) -> None:
+        _setup_logging(verbose)
+        options = {"model.device": device, "model.dtype": dtype, "measure.max_prompts": max_prompts}
+        pipe = _pipeline(rundir, config, options, sets, existing=True)
+        with pipe.rundir.locked(f"mecharule {stage}"):
+            _require_upstream(pipe, stage, _given(options, sets))
+            ran = getattr(pipe, stage)()
+        show(rundir, ran)
+
+    command.__name__ = stage
+    app.command(stage, help=doc)(user_errors(command))
+
+
+def _given(options: dict[str, Any], sets: list[str] | None) -> str:
+    """The config-changing options as typed (``--max-prompts 40 --set localize.tau=0.3``)."""
+    import shlex
+
+    flags = {"model.device": "--device", "model.dtype": "--dtype", "measure.max_prompts": "--max-prompts"}
+    words = [w for key, v in options.items() if v is not None for w in (flags[key], str(v))]
+    words += [w for item in sets or [] for w in ("--set", item)]
+    return shlex.join(words)
+
+
+def _require_upstream(pipe: Any, stage: str, given: str) -> None:
+    """The pipeline's upstream check, whose fix must repeat the options that changed the config."""
+    from mecharule.errors import RunDirError
+
+    try:
+        pipe.require_upstream(stage)
+    except RunDirError as exc:
+        if not given:
+            raise
+        raise RunDirError(f"{exc}; give that command the same {given}") from exc
+
+
+for _stage_command in STAGE_COMMANDS:
+    _add_stage_command(*_stage_command)
+
+
+@app.command()
+@user_errors
+def report(
+    rundir: Path = typer.Argument(..., help="run directory"),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Write report/index.html (self-contained) and the paper-style tables."""
+    _setup_logging(verbose)
+    pipe = _pipeline(rundir, None, {}, None, existing=True)
+    with pipe.rundir.locked("mecharule report"):
+        pipe.report(force=True)
+    typer.echo(f"report → {rundir / 'report' / 'index.html'}")
+
+
+@config_app.command("show")
+@user_errors
+def config_show(
+    rundir: Path | None = typer.Argument(None, help="run directory whose saved config to start from"),
+    config: Path | None = typer.Option(None, help="YAML/JSON config file (instead of the run's)"),
+    sets: list[str] | None = SET,
+) -> None:
+    """Print the effective config as YAML: every field, defaults included (a valid --config file)."""
+    import yaml
+
+    effective = _effective_config(rundir, config, {}, sets, existing=rundir is not None)
+    typer.echo(yaml.safe_dump(effective.model_dump(mode="json"), sort_keys=False), nl=False)
+
+
 @list_app.command("tasks")
 def list_tasks() -> None:
-    """Registered tasks."""
-    import mecharule.tasks.builtin  # noqa: F401
-    from mecharule.tasks.base import TASKS
+    """Built-in tasks and those installed packages declare (entry points, group mecharule.tasks)."""
+    from mecharule.tasks.base import TASK_ENTRY_POINTS, TASKS
 
-    for name in TASKS.names():
-        typer.echo(name)
+    sources = TASKS.sources()
+    width = max(map(len, sources), default=0)
+    for name, source in sources.items():
+        typer.echo(f"{name:{width}s}  {source}")
+    typer.echo(
+        f"(a task of your own: --task module:factory, or an entry point in group {TASK_ENTRY_POINTS}; "
+        "see docs/adding-a-task.md)",
+        err=True,
+    )
 
 
 @list_app.command("organisms")
@@ -360,19 +447,22 @@ def list_architectures() -> None:
 def zoo_train(
     name: str = typer.Argument(..., help="organism to train (arithmetic, ...)"),
     seed: int = typer.Option(0),
-    out: Path | None = typer.Option(None, help="directory (default: the bundled organism's own)"),
+    out: Path | None = typer.Option(None, help="directory to write (default: ./organisms/NAME)"),
     steps: int | None = typer.Option(None, help="override the training steps"),
     sweep: bool = typer.Option(True, help="run the one-by-one agonist sweep for the report"),
 ) -> None:
-    """Train an organism from scratch and write its weights, tokenizer and training report."""
+    """Train an organism from scratch; write its weights, tokenizer and training report to --out.
+
+    The bundled organism (zoo:NAME) is never touched; the command prints the --model to use."""
     from tqdm.auto import tqdm
 
-    from mecharule.zoo.registry import ORGANISMS_DIR
+    from mecharule.tasks.formats import REAL_MODEL_FORMATS
+    from mecharule.zoo.registry import training_target
     from mecharule.zoo.specs import organism_spec
     from mecharule.zoo.train import train_organism
 
-    organism_spec(name)  # an unknown name fails before the bar starts
-    target = out or ORGANISMS_DIR / name
+    spec = organism_spec(name)  # an unknown name fails before the bar starts
+    target = training_target(name, out)
     bar = tqdm(desc=f"train {name}", unit="step", dynamic_ncols=True)
 
     def tick(step: int, total: int, loss: float) -> None:
@@ -391,6 +481,9 @@ def zoo_train(
             f"{info['unit_slices_ge_0.5']} >= 0.5"
         )
     typer.echo(f"saved → {target}")
+    # a path is not zoo:NAME, so the task would pick its real-model prompt format: keep the organism's
+    raw = " --set measure.task_options.prompt_format=raw" if spec.task in REAL_MODEL_FORMATS else ""
+    typer.echo(f"use it with: --task {spec.task} --model {target}{raw}")
 
 
 # `mecharule models fetch` and `mecharule list models` live in cli_models.py.

@@ -6,9 +6,14 @@ plus what it depends on, so changing a late stage's option never re-runs an earl
 
 from __future__ import annotations
 
+import copy
+import difflib
 import json
+import re
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -160,26 +165,121 @@ class RunConfig(_Frozen):
     validate_brute_force: bool = False
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML/JSON config file (optional) and apply dotted-key overrides (``measure.task``)."""
-    data = _read_config_file(path) if path is not None else {}
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(
-                    f"cannot set {dotted}: the config's {part!r} is {node!r}, not a mapping; "
-                    f"write it as a mapping ({part}: {{...}})"
-                )
-        node[leaf] = value
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    base: Mapping[str, Any] | None = None,
+    assignments: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Build a config: a YAML/JSON file, or else ``base`` (a run directory's saved config), or else
+    the defaults; then the dotted-key ``overrides`` whose value is not None (``{"measure.task": None}``
+    means "not given"); then ``assignments`` (``--set``), applied as given, so None sets null.
+
+    Setting a section to a mapping (``localize={tau: 0.3}``) sets those keys of it and keeps the rest.
+    An unknown key fails at once, naming the keys of its section and the closest one.
+    """
+    data = _read_config_file(path) if path is not None else copy.deepcopy(dict(base or {}))
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    for dotted, value in {**given, **(assignments or {})}.items():
+        _assign(data, dotted, value)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc)) from exc
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
+    """``["localize.tau=0.3", "attribution.methods=[atp,eap_ig]"]`` → ``{dotted key: YAML value}``;
+    every key is checked against the config's fields."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. --set localize.tau=0.3), got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            detail = " ".join(str(exc).split())
+            raise ConfigError(f"--set {key}: {text!r} is not a YAML value ({detail})") from exc
+        check_key(key)
+        parsed[key] = value
+    return parsed
+
+
+def check_key(dotted: str) -> None:
+    """ConfigError unless ``dotted`` names a config field or section (keys inside a mapping field such
+    as ``measure.task_options.n_shots`` are the task's or extractor's to check)."""
+    model: type[BaseModel] = RunConfig
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if part not in model.model_fields:
+            section = ".".join(parts[:i])
+            raise ConfigError(f"unknown config key {dotted!r}{_unknown_key_hint(section, part)}")
+        annotation = model.model_fields[part].annotation
+        if _is_section(annotation):
+            model = annotation
+        elif typing.get_origin(annotation) is dict:
+            return
+        elif i < len(parts) - 1:
+            raise ConfigError(
+                f"cannot set {dotted}: {'.'.join(parts[: i + 1])} is a value, not a section; "
+                f"set it as {'.'.join(parts[: i + 1])}=VALUE"
+            )
+
+
+def config_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Every field of ``model`` as a dotted key, sections walked recursively (``localize.tau``)."""
+    keys: list[str] = []
+    for name, info in model.model_fields.items():
+        if _is_section(info.annotation):
+            keys += config_keys(info.annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _assign(data: dict[str, Any], dotted: str, value: Any) -> None:
+    check_key(dotted)
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(
+                f"cannot set {dotted}: the config's {part!r} is {node!r}, not a mapping; "
+                f"write it as a mapping ({part}: {{...}})"
+            )
+    if isinstance(value, dict) and _is_section(_field_annotation(dotted)):
+        for key, inner in value.items():
+            _assign(data, f"{dotted}.{key}", inner)
+        return
+    node[leaf] = value
+
+
+def _field_annotation(dotted: str) -> Any:
+    model: Any = RunConfig
+    for part in dotted.split("."):
+        model = model.model_fields[part].annotation
+    return model
+
+
+def _is_section(annotation: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _unknown_key_hint(section: str, key: str) -> str:
+    """`` (did you mean 'localize.tau'?); keys of localize: ...`` for an unknown ``key`` of ``section``."""
+    fields = list(_section(tuple(section.split(".")) if section else ()).model_fields)
+    prefix = f"{section}." if section else ""
+    close = [prefix + c for c in difflib.get_close_matches(key, fields, n=1)]
+    if not close:  # a key of another section (tau → localize.tau), or a near miss of one
+        everywhere = config_keys()
+        close = [k for k in everywhere if k.rsplit(".", 1)[-1] == key][:1]
+        close = close or difflib.get_close_matches(prefix + key, everywhere, n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{guess}; keys of {section or 'the config'}: {', '.join(fields)}"
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -211,19 +311,48 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
-    """The first error on one line: where, what, what was given (short) and, for a misspelt key, the
-    keys that section accepts."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
+    """The first error on one line: where, what, what was given (short); for a misspelt key the keys
+    that section accepts, for a misspelt choice (``Literal``) the closest accepted value."""
+    errors = exc.errors()
+    first = errors[0]
+    field = _field_loc(first["loc"])
+    where = ".".join(str(p) for p in field)
     given = repr(first.get("input"))
     given = given if len(given) <= 80 else given[:77] + "..."
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(_section(first["loc"][:-1]).model_fields)
-        return f"invalid config at {where}: unknown key (got {given}); accepted keys there: {allowed}"
+        section, key = ".".join(str(p) for p in field[:-1]), str(field[-1])
+        return f"invalid config at {where}: unknown key (got {given}){_unknown_key_hint(section, key)}"
     if first["type"] == "value_error":  # our own validators name the value they reject
-        return f"invalid config at {where}: {message}"
-    return f"invalid config at {where}: {message} (got {given})"
+        return f"invalid config at {where}: {first['msg'].removeprefix('Value error, ')}"
+    message = first["msg"]
+    same = [e for e in errors if _field_loc(e["loc"]) == field]
+    if field != first["loc"] and all(e["msg"].startswith("Input should be ") for e in same):
+        # a union (``int | Literal['auto']``) fails once per member, each under the same field
+        wanted = dict.fromkeys(e["msg"].split(",")[0].removeprefix("Input should be ") for e in same)
+        message = "Input should be " + " or ".join(wanted)
+    choices = [c for e in same if e["type"] == "literal_error" for c in _quoted(e.get("ctx") or {})]
+    close = difflib.get_close_matches(str(first.get("input")), choices, n=1)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    return f"invalid config at {where}: {message} (got {given}){guess}"
+
+
+def _quoted(ctx: Mapping[str, Any]) -> list[str]:
+    """The accepted values of a literal error: ``"'ucb', 'contrastive' or 'observed'"`` → a list."""
+    return re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+
+
+def _field_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """An error's location without pydantic's union-member tags (``('measure', 'batch_size',
+    'constrained-int')`` → ``('measure', 'batch_size')``); list indices (``methods.1``) are kept."""
+    model: Any = RunConfig
+    for i, part in enumerate(loc):
+        if not _is_section(model):  # inside a field: keep the indices, drop the tags after them
+            rest = loc[i:]
+            return loc[: i + next((j for j, p in enumerate(rest) if isinstance(p, str)), len(rest))]
+        if str(part) not in model.model_fields:
+            return loc
+        model = model.model_fields[str(part)].annotation
+    return loc
 
 
 def _section(loc: tuple[int | str, ...]) -> type[BaseModel]:
@@ -231,7 +360,7 @@ def _section(loc: tuple[int | str, ...]) -> type[BaseModel]:
     model: type[BaseModel] = RunConfig
     for part in loc:
         annotation = model.model_fields[str(part)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if not _is_section(annotation):
             break
         model = annotation
     return model

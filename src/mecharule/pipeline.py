@@ -38,7 +38,13 @@ STAGES = ["measure", "rules", "attribute", "localize", "validate", "anchor", "re
 
 
 class Pipeline:
-    """One run: a config, a run directory, a lazily loaded model shared by every stage."""
+    """One run: a config, a run directory, a lazily loaded model shared by every stage.
+
+    ``model``: a model already in memory, used instead of loading ``config.model.name`` (which still
+    names it in the records and decides the task's prompt format); the measure stage's key then
+    holds a fingerprint of its weights as they are now (``tensor_fingerprint``), so a run made
+    with other weights is not taken for this one.
+    """
 
     def __init__(
         self,
@@ -47,21 +53,27 @@ class Pipeline:
         progress: ProgressFactory = silent,
         notify: Notify | None = None,
         config_source: str | None = None,
+        model: ModelHandle | None = None,
     ) -> None:
         self.config = config
         self.config_source = config_source  # the --config file, named in messages
         self.notify: Notify = notify or log.info
         self.rundir = RunDir(out)
         self.progress = progress
-        self._handle: ModelHandle | None = None
+        self._handle: ModelHandle | None = model
         self._task: Task | None = None
         self._sizing: Sizing | None = None
         self._keys: dict[str, str] = {}
         self._fingerprint: dict[str, Any] | None = None
+        if model is not None:
+            from mecharule.models.fingerprint import tensor_fingerprint
+
+            self._fingerprint = {"in_memory": tensor_fingerprint(model.model)}
         self._journal: Journal | None = None
 
     @property
     def handle(self) -> ModelHandle:
+        """The model in memory given to the pipeline, else ``config.model.name`` loaded on first use."""
         if self._handle is None:
             cfg = self.config.model
             self._handle = load_model(cfg.name, device=cfg.device, dtype=cfg.dtype)
@@ -302,7 +314,7 @@ class Pipeline:
     def attribute(self) -> bool:
         def body() -> list[str]:
             from mecharule.attribution.stage import attribute_rules
-            from mecharule.search.problems import behaviour_rules, rule_mask
+            from mecharule.localization.problems import behaviour_rules, rule_mask
 
             cfg = self.config
             features = read_parquet(self.rundir.file("features.parquet"))
@@ -343,8 +355,8 @@ class Pipeline:
         """localize (CHA) and validate (CHA beside brute force) take the same inputs."""
 
         def body() -> list[str]:
-            from mecharule.search.localize import localize, prepare
-            from mecharule.search.validate import validate
+            from mecharule.localization.stage import localize, prepare
+            from mecharule.localization.validate import validate
 
             cfg, att = self.config, self.config.attribution
             setup = prepare(

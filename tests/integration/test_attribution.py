@@ -226,7 +226,7 @@ def test_select_candidates_rejects_nan_scores():
 # -- on the organism -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def organism():
-    from mecharule.behaviour.generation import generate_answers
+    from mecharule.decoding.generation import generate_answers
     from mecharule.models import load_model
     from mecharule.tasks import make_task
 

@@ -51,7 +51,7 @@ def upstream(tmp_path_factory):
 @pytest.fixture
 def one_batch_pieces(monkeypatch):
     """Journal after every screening batch, so a kill can fall between pieces of one oracle call."""
-    import mecharule.search.oracle as oracle
+    import mecharule.localization.oracle as oracle
 
     monkeypatch.setattr(oracle, "PIECE_BATCHES", 1)
 
@@ -163,7 +163,7 @@ def test_attribute_skips_journaled_rules_whose_files_still_match(upstream, tmp_p
 
 # -- localize ---------------------------------------------------------------------------------------
 def _prepare(out: Path, config: Any, pipe: Pipeline) -> Any:
-    from mecharule.search.localize import prepare
+    from mecharule.localization.stage import prepare
 
     att = config.attribution
     return prepare(
@@ -175,7 +175,7 @@ def _prepare(out: Path, config: Any, pipe: Pipeline) -> Any:
 
 def _localize(out: Path, config: Any, pipe: Pipeline, journal: Journal | None, setups: list[Any]) -> None:
     """Prepare (on resume too, as the pipeline does) and localize; the setup goes to ``setups``."""
-    from mecharule.search.localize import localize
+    from mecharule.localization.stage import localize
 
     setups.append(_prepare(out, config, pipe))
     localize(pipe.handle, pipe.task, out, pipe.localize_config, setups[-1], seed=config.seed, journal=journal)
@@ -192,7 +192,7 @@ def _localization_files(out: Path) -> dict[str, Any]:
 def test_localize_killed_mid_search_resumes_without_redoing_journaled_queries(
     upstream, tmp_path, monkeypatch, one_batch_pieces
 ):
-    from mecharule.search.oracle import groups_per_piece
+    from mecharule.localization.oracle import groups_per_piece
 
     source, config, pipe = upstream
     plain, setups = _copy(source, tmp_path / "plain"), []
@@ -221,7 +221,7 @@ def test_localize_killed_mid_search_resumes_without_redoing_journaled_queries(
 def test_validate_killed_in_brute_force_resumes_with_the_same_payload(
     upstream, tmp_path, monkeypatch, one_batch_pieces
 ):
-    from mecharule.search.validate import validate
+    from mecharule.localization.validate import validate
 
     source, config, pipe = upstream
 
@@ -313,7 +313,7 @@ def small_chunks(monkeypatch):
 
 
 def test_measure_interrupted_mid_chunk_generates_only_the_rest(upstream, tmp_path, monkeypatch, small_chunks):
-    import mecharule.behaviour.generation as generation
+    import mecharule.decoding.generation as generation
     from mecharule.behaviour.measure import measure_behaviour
 
     pipe = upstream[2]
@@ -358,8 +358,8 @@ def test_measure_interrupted_mid_chunk_generates_only_the_rest(upstream, tmp_pat
 def test_ctrl_c_in_measure_saves_the_finished_batches_before_the_next_checkpoint(
     upstream, tmp_path, monkeypatch
 ):
-    import mecharule.behaviour.generation as generation
     import mecharule.behaviour.measure as measure
+    import mecharule.decoding.generation as generation
 
     monkeypatch.setattr(measure, "CHECKPOINT_SECONDS", 3600.0)  # no timed part before the Ctrl-C
     pipe = upstream[2]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mecharule.behaviour.generation import generate_answers
+from mecharule.decoding.generation import generate_answers
 from mecharule.interventions.engine import AblationEngine, tie_margin_for
 from mecharule.interventions.hooks import count_hooks, patched
 from mecharule.interventions.slow_path import ablated_answers

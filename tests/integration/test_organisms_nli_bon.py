@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mecharule.behaviour.generation import generate_answers
+from mecharule.decoding.generation import generate_answers
 from mecharule.models.loading import ModelHandle, load_model
 from mecharule.tasks.base import Task, make_task
 from mecharule.zoo.registry import organism_dir

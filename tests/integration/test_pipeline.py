@@ -82,7 +82,7 @@ def test_every_stage_ran_and_wrote_its_artifacts(finished_run):
 def test_validation_counts_strong_agonists_the_shortlist_dropped(finished_run):
     """32 of 256 units are candidates: the all-units recall is below 1 where brute force over the
     other 224 finds agonists, and each one it names really flips prompts when ablated alone."""
-    from mecharule.search.localize import prepare
+    from mecharule.localization.stage import prepare
 
     out, config, _ = finished_run
     validation = json.loads((out / "validation.json").read_text())
@@ -214,7 +214,7 @@ def test_organism_tokenizer_round_trips_every_prompt():
     prompts = make_task("arithmetic").prompts()["prompt"].tolist()
     encoded = tok(prompts, add_special_tokens=True)["input_ids"]
     assert [tok.decode(ids) for ids in encoded] == prompts
-    from mecharule.behaviour.generation import encode_prompts
+    from mecharule.decoding.generation import encode_prompts
     from mecharule.errors import DataError
 
     with pytest.raises(DataError, match="cannot encode prompt '12 x 3='"):

@@ -186,7 +186,7 @@ def test_a_second_run_into_a_locked_directory_refuses(run_copy):
 
 
 def test_every_agonists_csv_has_its_header_even_when_empty(finished):
-    from mecharule.search.group_testing import AGONIST_COLUMNS
+    from mecharule.search.results import AGONIST_COLUMNS
 
     tables = sorted((finished / "localization").glob("*/agonists.csv"))
     assert tables
@@ -197,8 +197,8 @@ def test_every_agonists_csv_has_its_header_even_when_empty(finished):
 def test_a_problem_without_agonists_writes_a_csv_with_its_header(tmp_path):
     from types import SimpleNamespace
 
-    from mecharule.search.group_testing import AGONIST_COLUMNS
-    from mecharule.search.localize import _problem_entry
+    from mecharule.localization.stage import _problem_entry
+    from mecharule.search.results import AGONIST_COLUMNS
 
     result = SimpleNamespace(trace=[], agonists_for=lambda key: [], catastrophic=[])
     stats = SimpleNamespace(

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mecharule.behaviour.generation import generate_answers
 from mecharule.behaviour.measure import measure_behaviour
+from mecharule.decoding.generation import generate_answers
 from mecharule.errors import ModelLoadError
 from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.slow_path import ablated_answers

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mecharule.behaviour.generation import (
+from mecharule.decoding.generation import (
     decode_answers,
     encode_prompts,
     generate_answers,
@@ -15,7 +15,7 @@ from mecharule.behaviour.generation import (
     relative_positions,
     stop_token_ids,
 )
-from mecharule.behaviour.prefill import MIN_SHARED_TOKENS
+from mecharule.decoding.prefill import MIN_SHARED_TOKENS
 from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.slow_path import ablated_answers
 from mecharule.interventions.values import mean_tables

@@ -1,7 +1,7 @@
 """The flip table: every agonist ablated alone on an evaluation sample, against the baseline
 re-measured on the same decoding path (prompts whose label does not reproduce are dropped).
 
-Units are run in pieces of a few screening batches (:func:`~mecharule.search.oracle.groups_per_piece`);
+Units are run in pieces of a few screening batches (:func:`~mecharule.localization.oracle.groups_per_piece`);
 with a :class:`~mecharule.io.journal.Journal`, each unit's label column is journaled (with the kept
 rows it belongs to) as its piece finishes, and a resumed run takes it from there without engine work.
 The baseline pass (which rows are kept) is recomputed on resume.
@@ -19,9 +19,9 @@ from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.io.journal import Journal
+from mecharule.localization.oracle import groups_per_piece
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site
-from mecharule.search.oracle import groups_per_piece
 from mecharule.tasks.base import Task, stop_strings_of
 
 FLIP_TARGETS = ("any", "true_to_false", "false_to_true")

@@ -12,10 +12,10 @@ from mecharule.anchoring.neuron_rules import anchor_units, hq_counts
 from mecharule.config import AnchorConfig, LocalizeConfig, RulesConfig
 from mecharule.io.journal import Journal
 from mecharule.io.rundir import read_json, write_json, write_parquet
+from mecharule.localization.stage import value_tables
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind
 from mecharule.rules.stage import feature_glossary, load_rule_inputs
-from mecharule.search.localize import value_tables
 from mecharule.tasks.base import Task
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mecharule.behaviour.generation import answer_batches, length_order
+from mecharule.decoding.generation import answer_batches, length_order
 from mecharule.errors import DataError
 from mecharule.io.rundir import atomic_path
 from mecharule.models.loading import ModelHandle

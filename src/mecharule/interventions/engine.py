@@ -25,17 +25,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from transformers import DynamicCache
 
-from mecharule.behaviour.generation import (
+from mecharule.decoding.generation import (
     PAD_REL,
     DecodeState,
     answer_lengths,
     decode_answers,
+    decode_loop,
     encode_prompts,
     relative_positions,
     stop_token_ids,
 )
-from mecharule.behaviour.prefill import cache_tensors, prefill, select_cache, with_cache
+from mecharule.decoding.prefill import cache_tensors, prefill, select_cache, with_cache
 from mecharule.interventions.hooks import SiteKey, patched
 from mecharule.interventions.slow_path import ablation_patch
 from mecharule.interventions.values import PositionMode, ValueTable
@@ -118,7 +120,7 @@ class AblationEngine:
         self._prepare_blocks(ids[idx], mask[idx], tokens[idx])
 
     def _generate_plain(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from mecharule.behaviour.generation import greedy_generate
+        from mecharule.decoding.generation import greedy_generate
 
         return greedy_generate(self.handle, ids, mask, self.max_new_tokens, stop_strings=self.stop_strings)
 
@@ -289,8 +291,40 @@ class AblationEngine:
         self, prompt_of_row: torch.Tensor, row_masks: dict[SiteKey, torch.Tensor]
     ) -> list[str]:
         """Exact greedy generation for the given rows, from the shared prefix cache."""
-        from mecharule.interventions.decode import decode_from_prefix
-
-        tokens = decode_from_prefix(self, prompt_of_row, row_masks)
+        tokens = self._decode_from_prefix(prompt_of_row, row_masks)
         self.stats.generated_rows += len(prompt_of_row)
         return decode_answers(self.handle, tokens, self.stop_strings)
+
+    @torch.inference_mode()
+    def _decode_from_prefix(
+        self, prompt_of_row: torch.Tensor, row_masks: dict[SiteKey, torch.Tensor]
+    ) -> torch.Tensor:
+        """Greedy tokens ``# [rows, max_new_tokens]`` with each row's own unit mask applied."""
+        handle, cut, width = self.handle, self.cut, self.prompt_width
+        state = DecodeState()
+        patches = {k: ablation_patch(state, self.tables[k], m, self.positions) for k, m in row_masks.items()}
+        mask = self.prompt_mask.index_select(0, prompt_of_row)
+        pos = self.prompt_pos.index_select(0, prompt_of_row)
+        with patched(handle, patches):
+            if self.prefix is not None:
+                cache = select_cache(handle, self.prefix, prompt_of_row)
+            else:
+                cache = DynamicCache(config=handle.model.config)
+            if cut < width:
+                state.rel_positions = self.prompt_rel.index_select(0, prompt_of_row)[:, cut:]
+                out = handle.model(
+                    input_ids=self.prompt_ids.index_select(0, prompt_of_row)[:, cut:],
+                    attention_mask=mask,
+                    position_ids=pos[:, cut:],
+                    **with_cache(handle.model, cache),
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                self.stats.forwards += 1
+                last = out.logits[:, -1, :]
+            else:
+                assert self.prefix_last_logits is not None  # internal invariant: cut == width sets it
+                last = self.prefix_last_logits.index_select(0, prompt_of_row)
+            return decode_loop(
+                handle, last, cache, mask, pos[:, -1:] + 1, self.max_new_tokens, state, self.stop_strings
+            )

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from mecharule.behaviour.generation import DecodeState, decode_answers, encode_prompts, greedy_generate
+from mecharule.decoding.generation import DecodeState, decode_answers, encode_prompts, greedy_generate
 from mecharule.interventions.hooks import Patch, SiteKey, patched
 from mecharule.interventions.values import PositionMode, ValueTable, position_gate
 from mecharule.models.loading import ModelHandle

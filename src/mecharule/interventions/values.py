@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mecharule.behaviour.generation import PAD_REL, relative_positions
+from mecharule.decoding.generation import PAD_REL, relative_positions
 from mecharule.errors import ConfigError
 from mecharule.interventions.hooks import SiteKey, recording
 from mecharule.models.loading import ModelHandle

@@ -5,15 +5,19 @@ invalidate every result made with the old ones. Local files are hashed by conten
 :data:`FULL_HASH_BYTES`; a larger file is keyed by its size, modification time and the content of its
 first and last mebibyte, so a 15 GB checkpoint costs milliseconds. A hub id resolves to the commit of
 its cached snapshot when there is one, else to the id itself (the revision is unknown offline).
+A model already in memory is keyed by :func:`tensor_fingerprint`, a hash of its parameters.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 FULL_HASH_BYTES = 256 * 2**20
 EDGE_BYTES = 2**20
+SAMPLE_ABOVE_ELEMENTS = 16 * 2**20  # a larger parameter is hashed on a strided sample ...
+SAMPLE_ELEMENTS = 2**20  # ... of about this many values
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".model", ".jinja")
 MODEL_FILE_NAMES = ("config.json", "generation_config.json", "special_tokens_map.json")
 
@@ -72,6 +76,29 @@ def weights_fingerprint(name: str) -> dict[str, object]:
     return {"hub": name, "revision": _cached_revision(name)}
 
 
+def tensor_fingerprint(model: Any) -> str:
+    """sha256 over a model's parameters in memory: each one's name, shape, dtype and bytes.
+
+    A parameter over :data:`SAMPLE_ABOVE_ELEMENTS` values contributes every k-th value (about
+    :data:`SAMPLE_ELEMENTS` of them), sampled on its own device, so an 8B model costs about a second;
+    every smaller parameter is hashed in full (changing any of its values changes the fingerprint).
+    Parameters on the ``meta`` device (offloaded) contribute their name, shape and dtype only.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}\n".encode())
+            if param.device.type == "meta":
+                continue
+            flat = param.detach().reshape(-1)
+            if flat.numel() > SAMPLE_ABOVE_ELEMENTS:
+                flat = flat[:: -(-flat.numel() // SAMPLE_ELEMENTS)]
+            digest.update(flat.contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _cached_revision(repo_id: str) -> str | None:
     """The commit of the locally cached snapshot of a hub model, without touching the network."""
     try:
@@ -88,4 +115,4 @@ def _cached_revision(repo_id: str) -> str | None:
     return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
 
 
-__all__ = ["directory_fingerprint", "file_fingerprint", "weights_fingerprint"]
+__all__ = ["directory_fingerprint", "file_fingerprint", "tensor_fingerprint", "weights_fingerprint"]

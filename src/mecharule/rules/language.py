@@ -172,6 +172,20 @@ class Rule:
     def to_dict(self) -> dict[str, Any]:
         return {"negated": self.negated, "conditions": [c.to_dict() for c in self.conditions]}
 
+    def __str__(self) -> str:
+        """Readable text without feature descriptions (``a >= 50 AND op_is_mul >= 0.5``)."""
+        from mecharule.rules.text import describe_rule
+
+        return describe_rule(self)
+
+    def _repr_html_(self) -> str:
+        rows = [
+            (c.feature, c.op, format(c.threshold, ".6g"), "yes" if c.missing else "no")
+            for c in self.conditions
+        ]
+        caption = "NOT (every condition holds)" if self.negated else "every condition holds"
+        return _html_table(("feature", "op", "threshold", "holds when n/a"), rows, caption)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Rule:
         return cls(tuple(Condition.from_dict(c) for c in data["conditions"]), bool(data.get("negated")))
@@ -215,6 +229,16 @@ class RuleSet:
 
         return {"schema_version": SCHEMA_VERSION, "rules": [r.to_dict() for r in self.rules]}
 
+    def __str__(self) -> str:
+        """Readable text of the disjunction (``never`` when empty)."""
+        from mecharule.rules.text import describe_ruleset
+
+        return describe_ruleset(self)
+
+    def _repr_html_(self) -> str:
+        rows = [(str(i), str(rule)) for i, rule in enumerate(self.rules, start=1)]
+        return _html_table(("#", "rule"), rows, "any rule holds" if rows else "never")
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuleSet:
         from mecharule.io.rundir import SCHEMA_VERSION
@@ -223,3 +247,12 @@ class RuleSet:
         if version != SCHEMA_VERSION:
             raise DataError(f"RuleSet schema_version {version!r} is not supported; expected {SCHEMA_VERSION}")
         return cls(tuple(Rule.from_dict(r) for r in data["rules"]))
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str) -> str:
+    """A small escaped HTML table (notebook display)."""
+    from html import escape
+
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><caption>{escape(caption)}</caption><tr>{head}</tr>{body}</table>"

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from mecharule.behaviour.generation import encode_prompts
-from mecharule.behaviour.prefill import prefill
+from mecharule.decoding.generation import encode_prompts
+from mecharule.decoding.prefill import prefill
 from mecharule.errors import ConfigError, DataError
 from mecharule.models.loading import ModelHandle
 
@@ -31,7 +31,7 @@ def last_token_states(handle: ModelHandle, prompts: Sequence[str], batch_size: i
 
     It is the base model's ``last_hidden_state`` (HF's ``hidden_states[-1]``: after the final norm
     for the decoder architectures in the table), computed without the LM head and with a shared
-    prompt prefix run once (:func:`mecharule.behaviour.prefill.prefill`). The last column is every
+    prompt prefix run once (:func:`mecharule.decoding.prefill.prefill`). The last column is every
     row's last token; position ids follow the attention mask.
     """
     if not prompts:

@@ -8,25 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mecharule.errors import ConfigError
-from mecharule.search.group_testing import (
-    Agonist,
-    CatastrophicUnit,
-    Memo,
-    Oracle,
-    ProblemStats,
-    Query,
-    SearchConfig,
-    SearchProblem,
-    SearchResult,
-    TraceRecord,
-    Unit,
-    _call_oracle,
-    _check_problems,
-    _decide,
-    _result,
-    _State,
-    evaluate_counts,
-)
+from mecharule.search.ledger import Ledger, assemble_result, call_oracle, check_problems, decide
+from mecharule.search.predicates import evaluate_counts
+from mecharule.search.results import Agonist, CatastrophicUnit, ProblemStats, SearchResult, TraceRecord
+from mecharule.search.types import Memo, Oracle, Query, SearchConfig, SearchProblem, Unit
 
 __all__ = [
     "DEFAULT_BINS",
@@ -71,17 +56,17 @@ def brute_force(
     Singletons already in ``memo`` are reused (and fresh ones added). ``config.budget`` is ignored.
     """
     config = config or SearchConfig()
-    problems = _check_problems(problems)
+    problems = check_problems(problems)
     if chunk_size is not None and chunk_size < 1:
         raise ConfigError(f"chunk_size must be None or >= 1; got {chunk_size!r}")
     memo = {} if memo is None else memo
     todo = [Query(p.key, (u,)) for p in problems for u in p.candidates if (p.key, u) not in memo]
     size = chunk_size or max(len(todo), 1)
-    state = _State.for_problems(len(problems))
+    state = Ledger.for_problems(len(problems))
     for start in range(0, len(todo), size):
         chunk = todo[start : start + size]
         state.oracle_calls += 1
-        for query, counts in zip(chunk, _call_oracle(oracle, chunk), strict=True):
+        for query, counts in zip(chunk, call_oracle(oracle, chunk), strict=True):
             memo[(query.problem, query.units[0])] = counts
     fresh = {(q.problem, q.units[0]) for q in todo}
     for i, problem in enumerate(problems):
@@ -99,12 +84,12 @@ def brute_force(
                     (unit,),
                     counts,
                     evaluation,
-                    _decide((unit,), evaluation),
+                    decide((unit,), evaluation),
                     None,
                     hit,
                 )
             )
-    result = _result(problems, state, [])
+    result = assemble_result(problems, state, [])
     return BruteForceResult(
         result.agonists,
         result.catastrophic,

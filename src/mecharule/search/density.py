@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 
-from scipy.stats import beta
+from scipy.special import betaincinv
 
 __all__ = [
     "audit_is_decisive",
@@ -56,8 +56,17 @@ def expected_split_cost(n: int, p: float) -> float:
 CAUTION = 0.2
 
 
+def _jeffreys_quantile(q: float, hits: int, n: int) -> float:
+    """The ``q`` quantile of the Jeffreys posterior Beta(hits + ½, n − hits + ½) of a share.
+
+    ``betaincinv`` is the Beta quantile itself (bit-identical to ``scipy.stats.beta.ppf`` here).
+    ``scipy.stats`` is avoided: its import fails where torch is blocked (``sys.modules["torch"] =
+    None``, scipy 1.17), and this module must import without torch."""
+    return float(betaincinv(hits + 0.5, n - hits + 0.5, q))
+
+
 def _cautious_share(hits: int, n: int) -> float:
-    return float(beta.ppf(CAUTION, hits + 0.5, n - hits + 0.5)) if n > 0 else 0.0
+    return _jeffreys_quantile(CAUTION, hits, n) if n > 0 else 0.0
 
 
 def audit_size(n_units: int, audit: int) -> int:
@@ -76,7 +85,7 @@ def audit_is_decisive(n_strong: int, n_audited: int, group_size: int, group_dens
     the audit's 20–80 % posterior interval, and do the groups not look denser than that interval's
     top? If not, more singletons should be audited."""
     low = _cautious_share(n_strong, n_audited)
-    high = float(beta.ppf(1.0 - CAUTION, n_strong + 0.5, n_audited - n_strong + 0.5))
+    high = _jeffreys_quantile(1.0 - CAUTION, n_strong, n_audited)
     if group_density > high:
         return False
     return should_expand(group_size, group_size, low) == should_expand(group_size, group_size, high)

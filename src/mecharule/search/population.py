@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mecharule.search.brute_force import BruteForceResult, recall_by_effect_bin
-from mecharule.search.group_testing import SearchConfig, SearchResult, TraceRecord, Unit, bound
+from mecharule.search.cha import bound
+from mecharule.search.results import SearchResult, TraceRecord
 from mecharule.search.stats import cp_lower, cp_upper
+from mecharule.search.types import SearchConfig, Unit
 
 #: Lower edges of the observed-effect bins, highest first; each bin runs up to the next edge above.
 EDGES: tuple[float, ...] = (0.5, 0.3, 0.2)

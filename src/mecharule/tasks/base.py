@@ -1,7 +1,10 @@
 """The task interface: a dataset of prompts, how long to answer, how to score, which features.
 
 A task is a small object satisfying :class:`Task`. Built-in tasks register a factory in
-:data:`TASKS` by name, so a run can be rebuilt from its saved ``(name, options)``.
+:data:`TASKS` by name, so a run can be rebuilt from its saved ``(name, options)``. Tasks outside the
+package come in two ways: an installed package declares its factory in the ``mecharule.tasks``
+entry-point group, or the task name is ``module:factory`` (imported on lookup, from ``sys.path``).
+This module never imports the built-in tasks: :data:`TASKS` imports them on its first lookup.
 """
 
 from __future__ import annotations
@@ -60,23 +63,40 @@ class Task(Protocol):
     def options(self) -> dict[str, Any]: ...
 
 
+TASK_MEMBERS = (
+    "name",
+    "max_new_tokens",
+    "positive_label",
+    "metadata_columns",
+    "group_column",
+    "prompts",
+    "score",
+    "seed_features",
+    "options",
+)
+
+
 def stop_strings_of(task: Task) -> tuple[str, ...]:
     """The task's stop strings (none for tasks that do not declare any)."""
     return tuple(getattr(task, "stop_strings", ()))
 
 
 TaskFactory = Callable[..., Task]
-TASKS: Registry[TaskFactory] = Registry("task")
+TASK_ENTRY_POINTS = "mecharule.tasks"
+TASKS: Registry[TaskFactory] = Registry(
+    "task", builtin="mecharule.tasks.builtin", entry_points=TASK_ENTRY_POINTS, importable=True
+)
 
 
 def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
-    """Build a registered task by name with keyword options (as saved in ``run.json``)."""
-    import mecharule.tasks.builtin  # noqa: F401  (registers the built-in tasks)
-
+    """Build a task by name (registered, an entry point, or ``module:factory``) with keyword options
+    (as saved in ``run.json``)."""
     factory = TASKS.get(name)
+    if not callable(factory):
+        raise ConfigError(f"task {name!r} is a {type(factory).__name__}, not a factory that returns a task")
     checked = check_task_options(name, factory, options or {})
     try:
-        return factory(**checked)
+        task = factory(**checked)
     except MecharuleError:
         raise
     except (TypeError, ValueError) as exc:  # a value the annotations let through but the task rejects
@@ -85,3 +105,15 @@ def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
             f"task {name!r} rejected its options ({type(exc).__name__}: {detail}); "
             f"its options (measure.task_options) are: {describe_parameters(task_parameters(factory) or {})}"
         ) from exc
+    return _checked_task(name, task)
+
+
+def _checked_task(name: str, task: object) -> Task:
+    """The factory's result, if it has every member of :class:`Task`."""
+    members = [m for m in TASK_MEMBERS if not hasattr(task, m)]
+    if members:
+        raise ConfigError(
+            f"task {name!r}: its factory returned a {type(task).__name__} that lacks {', '.join(members)} "
+            "(see the Task protocol in mecharule.tasks.base and docs/adding-a-task.md)"
+        )
+    return task  # type: ignore[return-value]

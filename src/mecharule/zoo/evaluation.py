@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mecharule.behaviour.generation import generate_answers
+from mecharule.decoding.generation import generate_answers
 from mecharule.interventions.slow_path import ablated_answers
 from mecharule.interventions.values import mean_tables
 from mecharule.models.loading import ModelHandle

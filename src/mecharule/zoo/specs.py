@@ -18,6 +18,7 @@ prompt table is held out (``heldout_fraction=1.0``) and is the evaluation set:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -153,4 +154,6 @@ def organism_spec(name: str) -> OrganismSpec:
         return SPECS[name]
     except KeyError:
         known = ", ".join(sorted(SPECS))
-        raise UnknownNameError(f"unknown organism {name!r}; trainable organisms: {known}") from None
+        close = difflib.get_close_matches(name, sorted(SPECS), n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownNameError(f"unknown organism {name!r}{guess}; trainable organisms: {known}") from None

@@ -397,7 +397,7 @@ def test_tau_is_adjusted_for_slices_smaller_than_64_prompts() -> None:
 
 
 def test_the_agonist_columns_are_the_keys_of_an_agonist_row() -> None:
-    from mecharule.search.group_testing import AGONIST_COLUMNS
+    from mecharule.search.results import AGONIST_COLUMNS
 
     units = layer_units(10)
     result = search([SearchProblem("p", units)], PlantedOracle({"p": {units[4]: (0.5, 0.125)}}))

@@ -96,7 +96,12 @@ def test_contrastive_brute_force_uses_the_same_predicate() -> None:
     "module",
     [
         "mecharule.search",
-        "mecharule.search.group_testing",
+        "mecharule.search.cha",
+        "mecharule.search.types",
+        "mecharule.search.predicates",
+        "mecharule.search.results",
+        "mecharule.search.tree",
+        "mecharule.search.ledger",
         "mecharule.search.stats",
         "mecharule.search.density",
         "mecharule.search.population",

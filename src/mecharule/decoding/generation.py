@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from mecharule.behaviour.prefill import common_prefix_length, prefill, with_cache
+from mecharule.decoding.prefill import common_prefix_length, prefill, with_cache
 from mecharule.errors import DataError
 from mecharule.models.loading import ModelHandle
 
@@ -97,7 +97,7 @@ def left_pad(
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    if shared:  # [shared][pads][own tokens]: see mecharule.behaviour.prefill
+    if shared:  # [shared][pads][own tokens]: see mecharule.decoding.prefill
         ids[:, :shared] = torch.as_tensor(rows[0][:shared], dtype=torch.long)
         mask[:, :shared] = 1
     for i, row in enumerate(rows):

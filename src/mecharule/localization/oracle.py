@@ -28,7 +28,7 @@ from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.io.journal import Journal
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site
-from mecharule.search.group_testing import Query, SliceCounts
+from mecharule.search.types import Query, SliceCounts
 
 
 @dataclass

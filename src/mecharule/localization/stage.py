@@ -27,12 +27,20 @@ from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import ValueTable, reference_tables
 from mecharule.io.journal import Journal
 from mecharule.io.rundir import atomic_path, read_json, read_parquet, write_json
+from mecharule.localization.oracle import EngineOracle, EngineWork, ProblemSlices, build_problem
+from mecharule.localization.problems import (
+    ProblemSpec,
+    behaviour_rules,
+    problem_specs,
+    rule_mask,
+    spectral_pool,
+)
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind
-from mecharule.search.group_testing import AGONIST_COLUMNS, SearchConfig, SearchProblem, SearchResult, search
-from mecharule.search.oracle import EngineOracle, EngineWork, ProblemSlices, build_problem
+from mecharule.search.cha import search
 from mecharule.search.population import NO_SAVING
-from mecharule.search.problems import ProblemSpec, behaviour_rules, problem_specs, rule_mask, spectral_pool
+from mecharule.search.results import AGONIST_COLUMNS, SearchResult
+from mecharule.search.types import SearchConfig, SearchProblem
 from mecharule.tasks.base import Task, stop_strings_of
 
 Tick = Callable[[int, int], None]

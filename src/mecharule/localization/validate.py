@@ -8,14 +8,14 @@ Three measurements per (rule, regime):
 2. brute force over the units of the searched layers that are NOT candidates: all of them when the
    layers hold at most ``validate_exhaustive_max`` units, else a seeded uniform sample of
    ``validate_outside_sample``; from it, the recall over **all units** and the shortlist's own recall,
-   with the agonists it dropped named (:mod:`.population`);
+   with the agonists it dropped named (:mod:`mecharule.search.population`);
 3. the density k/N, the precision of the predicate (share of reported agonists whose observed effect
    reaches τ) and whether CHA could save anything on this problem.
 
 Checkpoints: with a :class:`~mecharule.io.journal.Journal`, every oracle answer is journaled as it is
 computed, under one namespace per measurement (``cha``, ``bf``, ``bf-outside``: each resumes exactly
 as it ran, never with another's answers); a resumed run re-issues the same (seeded) queries and
-takes the finished answers from the journal without engine work. :func:`~.localize.prepare`
+takes the finished answers from the journal without engine work. :func:`~.stage.prepare`
 (baselines, reference tables, spectral sampling) is not journaled: a resumed run recomputes it.
 Reported costs (group evaluations, singletons, forwards) are those of one uninterrupted run; wall
 times are those of this process.
@@ -32,11 +32,11 @@ import numpy as np
 from mecharule.config import LocalizeConfig
 from mecharule.io.journal import Journal
 from mecharule.io.rundir import write_json
+from mecharule.localization.oracle import EngineOracle, EngineWork
+from mecharule.localization.stage import LocalizationSetup, Tick, run_search, search_config
 from mecharule.search.brute_force import brute_force
-from mecharule.search.group_testing import SearchProblem
-from mecharule.search.localize import LocalizationSetup, Tick, run_search, search_config
-from mecharule.search.oracle import EngineOracle, EngineWork
 from mecharule.search.population import validation_payload
+from mecharule.search.types import SearchProblem
 
 
 def _forwards(setup: LocalizationSetup, *oracles: EngineOracle) -> int:

@@ -86,7 +86,7 @@ def prefill(
     with ``final_hidden``, its hidden state after the final norm ``# [batch, d_model]``, from the
     base model without the LM head).
 
-    ``state`` (a :class:`~mecharule.behaviour.generation.DecodeState`, when hooks read positions)
+    ``state`` (a :class:`~mecharule.decoding.generation.DecodeState`, when hooks read positions)
     gets the relative positions of each forward's own rows and columns.
     """
     shared = shared_columns(ids, mask)
