@@ -456,7 +456,6 @@ def zoo_train(
     The bundled organism (zoo:NAME) is never touched; the command prints the --model to use."""
     from tqdm.auto import tqdm
 
-    from mecharule.tasks.formats import REAL_MODEL_FORMATS
     from mecharule.zoo.registry import training_target
     from mecharule.zoo.specs import organism_spec
     from mecharule.zoo.train import train_organism
@@ -481,9 +480,7 @@ def zoo_train(
             f"{info['unit_slices_ge_0.5']} >= 0.5"
         )
     typer.echo(f"saved → {target}")
-    # a path is not zoo:NAME, so the task would pick its real-model prompt format: keep the organism's
-    raw = " --set measure.task_options.prompt_format=raw" if spec.task in REAL_MODEL_FORMATS else ""
-    typer.echo(f"use it with: --task {spec.task} --model {target}{raw}")
+    typer.echo(f"use it with: --task {spec.task} --model {target}")  # its training report marks it
 
 
 # `mecharule models fetch` and `mecharule list models` live in cli_models.py.

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mecharule import __version__
+from mecharule._version import __version__
 from mecharule.config import LocalizeConfig, RunConfig
 from mecharule.errors import MecharuleError, RunDirError
 from mecharule.estimates import Notify, calibrating_tick
@@ -499,13 +499,27 @@ class Pipeline:
 
 
 def is_organism(model_name: str) -> bool:
-    """A bundled organism (``zoo:NAME`` or its directory): the tasks' raw formats are its language."""
+    """A model organism (``zoo:NAME``, a bundled organism's directory, or one ``mecharule zoo train``
+    wrote, which holds its ``training_report.json``): the tasks' raw formats are its language."""
     if model_name.startswith(ZOO_PREFIX):
         return True
     from mecharule.zoo.registry import ORGANISMS_DIR
 
     try:
-        return Path(model_name).resolve().is_relative_to(ORGANISMS_DIR.resolve())
+        path = Path(model_name).expanduser().resolve()
+        return path.is_relative_to(ORGANISMS_DIR.resolve()) or _is_trained_organism(path)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_trained_organism(path: Path) -> bool:
+    import json
+
+    report = path / "training_report.json"
+    if not report.is_file():
+        return False
+    try:
+        return "organism" in json.loads(report.read_text())
     except (OSError, ValueError):
         return False
 

@@ -163,7 +163,7 @@ def test_new_weights_invalidate_measure(tmp_path):
     options = {
         "model.name": str(model_dir),
         "measure.max_prompts": 200,
-        "measure.task_options": {"prompt_format": "raw"},  # the organism's language, from a copy
+        "measure.task_options": {"prompt_format": "raw"},
     }
     assert _pipe(out, **options).measure() is True
     assert _pipe(out, **options).measure() is False
@@ -209,3 +209,12 @@ def test_a_problem_without_agonists_writes_a_csv_with_its_header(tmp_path):
     problem = SimpleNamespace(n_covered=8, n_unrelated=8, dropped_rows=[])
     _problem_entry(tmp_path, spec, problem, result, stats)
     assert tuple(pd.read_csv(tmp_path / "R1_negative" / "agonists.csv").columns) == AGONIST_COLUMNS
+
+
+def test_a_trained_organism_directory_is_an_organism(tmp_path):
+    from mecharule.pipeline import is_organism
+
+    assert is_organism("zoo:arithmetic")
+    assert not is_organism(str(tmp_path))
+    (tmp_path / "training_report.json").write_text(json.dumps({"organism": "arithmetic", "seed": 0}))
+    assert is_organism(str(tmp_path))  # `mecharule zoo train` output: the raw prompt formats apply

@@ -1,6 +1,6 @@
 """A fingerprint of a model's weights, part of the measure stage's cache key.
 
-Changing the weights in place (``mecharule zoo train`` rewrites the bundled organism by default) must
+Changing the weights in place (``mecharule zoo train --out`` over an existing organism) must
 invalidate every result made with the old ones. Local files are hashed by content up to
 :data:`FULL_HASH_BYTES`; a larger file is keyed by its size, modification time and the content of its
 first and last mebibyte, so a 15 GB checkpoint costs milliseconds. A hub id resolves to the commit of
