@@ -23,19 +23,10 @@ from mecharule.io.rundir import RunDir
 from mecharule.pipeline import Pipeline, default_stages
 from mecharule.zoo.registry import ORGANISMS_DIR, training_target
 
+from .small_run import SMALL_RUN
+
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {
-    "measure.max_prompts": 1500,
-    "localize.n_covered": 16,
-    "localize.n_unrelated": 16,
-    "localize.n_reference": 32,
-    "localize.audit": 4,
-    "rules.max_rules": 1,
-    "attribution.n_pairs": 8,
-    "attribution.top_m": 16,
-    "anchor.max_eval_prompts": 300,
-    "anchor.max_agonists": 3,
-}
+SMALL = SMALL_RUN
 
 
 @pytest.fixture(scope="module")

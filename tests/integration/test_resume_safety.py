@@ -18,18 +18,9 @@ from mecharule.config import load_config
 from mecharule.io.rundir import RunDir
 from mecharule.pipeline import Pipeline, default_stages
 
-SMALL = {
-    "measure.max_prompts": 1500,
-    "localize.n_covered": 16,
-    "localize.n_unrelated": 16,
-    "localize.n_reference": 32,
-    "localize.audit": 4,
-    "rules.max_rules": 1,
-    "attribution.n_pairs": 8,
-    "attribution.top_m": 16,
-    "anchor.max_eval_prompts": 300,
-    "anchor.max_agonists": 3,
-}
+from .small_run import SMALL_RUN
+
+SMALL = SMALL_RUN
 
 
 def _pipe(out: Path, **overrides) -> Pipeline:

@@ -17,15 +17,11 @@ from mecharule.config import load_config
 from mecharule.pipeline import Pipeline, default_stages
 from mecharule.stage_inputs import SPEED_ONLY, STAGE_INPUTS, read_fields
 
+from .small_run import SMALL_RUN
+
 SMALL = {
+    **SMALL_RUN,
     "measure.max_prompts": 1200,
-    "localize.n_covered": 16,
-    "localize.n_unrelated": 16,
-    "localize.n_reference": 32,
-    "localize.audit": 4,
-    "rules.max_rules": 1,
-    "attribution.n_pairs": 8,
-    "attribution.top_m": 16,
     "anchor.max_eval_prompts": 200,
     "anchor.max_agonists": 2,
     "validate_brute_force": True,
