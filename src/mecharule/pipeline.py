@@ -340,6 +340,7 @@ class Pipeline:
                     positions=cfg.localize.positions,
                     n_reference=cfg.localize.n_reference,
                     journal=self._journal,
+                    ablation=cfg.localize.ablation,
                 )
             return [f"attribution/rule_{r['id']}.{ext}" for r in rules for ext in ("safetensors", "json")]
 

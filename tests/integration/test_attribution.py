@@ -319,3 +319,26 @@ def test_a_rule_covering_no_row_of_the_regime_is_ranked_on_the_other_regime(orga
     assert record["regime"] == "negative" and "no eligible positive" in record["regime_fallback"]
     assert not behaviour.loc[record["covered_rows"], "label"].any()
     assert (tmp_path / "attribution" / "rule_fails.safetensors").exists()
+
+
+def test_atp_patches_towards_the_configured_ablation(organism, tmp_path, monkeypatch):
+    """Zero ablation is attributed towards zero, not the mean (AtP used the mean whatever the config)."""
+    import mecharule.attribution.stage as stage
+
+    handle, task, behaviour = organism
+    asked: list[str] = []
+    real = stage.reference_tables
+
+    def recording(handle, behaviour, kind, ablation, n_reference, seed):
+        asked.append(ablation)
+        return real(handle, behaviour, kind, ablation, n_reference, seed)
+
+    monkeypatch.setattr(stage, "reference_tables", recording)
+    rules = [{"id": "mul", "mask": (behaviour["operator"] == "*").to_numpy()}]
+    common = {"rules": rules, "n_pairs": 16, "seed": 0, "behaviour": behaviour, "n_reference": 32}
+    zero = attribute_rules(handle, task, tmp_path / "z", ablation="zero", **common)[0].scores["atp"]
+    mean = attribute_rules(handle, task, tmp_path / "m", ablation="mean", **common)[0].scores["atp"]
+    resample = attribute_rules(handle, task, tmp_path / "r", ablation="resample", **common)[0].scores["atp"]
+    assert asked == ["zero", "mean", "mean"]  # a resample is attributed at its expectation, the mean
+    assert not torch.allclose(zero, mean)
+    torch.testing.assert_close(resample, mean)

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from mecharule.attribution import ATTRIBUTORS, AttributionRequest, select_candidates
 from mecharule.errors import ConfigError, DataError
 from mecharule.interventions.hooks import SiteKey
-from mecharule.interventions.values import PositionMode, ValueTable, reference_tables
+from mecharule.interventions.values import AblationKind, PositionMode, ValueTable, reference_tables
 from mecharule.io.journal import Journal
 from mecharule.io.rundir import SCHEMA_VERSION, RunDir, atomic_path, read_json, read_parquet, write_json
 from mecharule.models.loading import ModelHandle
@@ -104,6 +104,7 @@ def attribute_rules(
     batch_size: int = 64,
     behaviour: pd.DataFrame | None = None,
     journal: Journal | None = None,
+    ablation: AblationKind = "mean",
 ) -> list[RuleAttribution]:
     """Attribute every rule (``{"id": str, "mask": bool array over behaviour rows | callable(frame)}``,
     optional ``"text"``); see the module docstring. ``behaviour`` defaults to the run's table.
@@ -124,7 +125,7 @@ def attribute_rules(
         return [done for done in finished if done is not None]
     pool = _eligible_pool(handle, behaviour, regime, n_pairs, seed)
     needs_tables = any(m in ("atp", "atp_gd") for m in methods)
-    tables = _reference_tables(handle, behaviour, kind, n_reference, seed) if needs_tables else None
+    tables = _reference_tables(handle, behaviour, kind, ablation, n_reference, seed) if needs_tables else None
     results = []
     pools: dict[str, _Pool | None] = {regime: pool}
     for rule, mask, key, done in zip(rules, masks, keys, finished, strict=True):
@@ -314,10 +315,18 @@ def _optional_pool(
 
 
 def _reference_tables(
-    handle: ModelHandle, behaviour: pd.DataFrame, kind: UnitKind, n_reference: int, seed: int
+    handle: ModelHandle,
+    behaviour: pd.DataFrame,
+    kind: UnitKind,
+    ablation: AblationKind,
+    n_reference: int,
+    seed: int,
 ) -> dict[SiteKey, ValueTable]:
-    """Mean tables over the shared reference draw (the same values localization ablates to)."""
-    return reference_tables(handle, behaviour, kind, "mean", n_reference, seed)
+    """The values AtP patches towards: those localization ablates to (the shared reference draw).
+    Zero ablation patches to zero; a resample ablation, whose value differs per prompt, is taken at
+    its expectation over the reference draw, the mean."""
+    target: AblationKind = "zero" if ablation == "zero" else "mean"
+    return reference_tables(handle, behaviour, kind, target, n_reference, seed)
 
 
 def _rule_mask(rule: Mapping[str, Any], behaviour: pd.DataFrame) -> np.ndarray:
