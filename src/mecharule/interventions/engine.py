@@ -175,6 +175,17 @@ class AblationEngine:
     def n_prompts(self) -> int:
         return len(self.prompts)
 
+    @property
+    def rows_per_forward(self) -> int:
+        """(group, prompt) rows one screening forward holds under the memory budget."""
+        return max(1, int(self.budget_bytes // max(1, self._row_bytes)))
+
+    @property
+    def groups_per_forward(self) -> int:
+        """Groups one screening forward evaluates on every prompt (1 when the prompts need chunks)."""
+        n_p = self.n_prompts
+        return max(1, self.rows_per_forward // n_p) if 0 < n_p <= self.rows_per_forward else 1
+
     # -- evaluation --------------------------------------------------------------------------------
     def run(self, groups: Sequence[Sequence[Site]]) -> GroupOutcome:
         """Labels of every (group, prompt) under mean/zero/resample ablation of the group."""
@@ -183,7 +194,7 @@ class AblationEngine:
         outcome = GroupOutcome(labels)
         if n_p == 0 or not groups:
             return outcome
-        max_rows = max(1, int(self.budget_bytes // max(1, self._row_bytes)))
+        max_rows = self.rows_per_forward
         device = self.handle.device
         diverging: list[tuple[torch.Tensor, torch.Tensor]] = []  # (group, prompt) of rows to generate
         if n_p <= max_rows:

@@ -91,10 +91,7 @@ def groups_per_piece(engine: AblationEngine, batches: int | None = None) -> int:
     """Groups the engine screens in ``batches`` (default :data:`PIECE_BATCHES`) forwards under its
     memory budget: a piece of this size is screened exactly as inside one larger ``run``."""
     batches = PIECE_BATCHES if batches is None else batches
-    max_rows = max(1, int(engine.budget_bytes // max(1, engine._row_bytes)))
-    n_p = engine.n_prompts
-    per_batch = max(1, max_rows // n_p) if 0 < n_p <= max_rows else 1
-    return per_batch * max(1, batches)
+    return engine.groups_per_forward * max(1, batches)
 
 
 @dataclass
