@@ -238,8 +238,10 @@ class Pipeline:
         def body() -> list[str]:
             from mecharule.behaviour.measure import measure_behaviour
             from mecharule.features.base import compute_feature_table
+            from mecharule.reference_cache import FOLDER
             from mecharule.tasks.formats import draw_shots, format_task_prompts
 
+            self.rundir.remove([FOLDER])  # reference tables and pools of the previous measure
             task = self.task
             prompts = task.prompts()
             shots = prompts.iloc[:0]

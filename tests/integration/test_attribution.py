@@ -323,7 +323,7 @@ def test_a_rule_covering_no_row_of_the_regime_is_ranked_on_the_other_regime(orga
 
 def test_atp_patches_towards_the_configured_ablation(organism, tmp_path, monkeypatch):
     """Zero ablation is attributed towards zero, not the mean (AtP used the mean whatever the config)."""
-    import mecharule.attribution.stage as stage
+    import mecharule.reference_cache as stage
 
     handle, task, behaviour = organism
     asked: list[str] = []

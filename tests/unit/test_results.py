@@ -66,9 +66,11 @@ def assert_same_files(written: Path, original: Path) -> list[str]:
 
 
 def stage_files(run_dir: Path) -> list[str]:
-    """The artifacts the stages wrote (not run.json, summary.json, report/)."""
+    """The artifacts the stages wrote (not run.json, summary.json, report/, the shared reference/)."""
     names = (str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
-    return sorted(n for n in names if n not in NOT_STAGE_FILES and not n.startswith("report/"))
+    return sorted(
+        n for n in names if n not in NOT_STAGE_FILES and not n.startswith(("report/", "reference/"))
+    )
 
 
 @pytest.fixture(scope="module")

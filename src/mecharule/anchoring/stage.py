@@ -59,7 +59,7 @@ def anchor(
     every_agonist = {site for site, _ in localized}  # controls avoid agonists of ANY rule or regime
     controls = random_control_units(handle, kind, every_agonist, len(agonists) * cfg.n_random_controls, seed)
     rows = evaluation_rows(len(behaviour), cfg.max_eval_prompts, seed)
-    tables = value_tables(handle, behaviour, kind, localize_cfg, seed)
+    tables = value_tables(handle, behaviour, kind, localize_cfg, seed, run_dir)
     flips, dropped = flip_table(
         handle,
         task,

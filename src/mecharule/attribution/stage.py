@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from mecharule.attribution import ATTRIBUTORS, AttributionRequest, select_candidates
 from mecharule.errors import ConfigError, DataError
 from mecharule.interventions.hooks import SiteKey
-from mecharule.interventions.values import AblationKind, PositionMode, ValueTable, reference_tables
+from mecharule.interventions.values import AblationKind, PositionMode, ValueTable
 from mecharule.io.journal import Journal
 from mecharule.io.rundir import SCHEMA_VERSION, RunDir, atomic_path, read_json, read_parquet, write_json
 from mecharule.models.loading import ModelHandle
@@ -125,7 +125,11 @@ def attribute_rules(
         return [done for done in finished if done is not None]
     pool = _eligible_pool(handle, behaviour, regime, n_pairs, seed)
     needs_tables = any(m in ("atp", "atp_gd") for m in methods)
-    tables = _reference_tables(handle, behaviour, kind, ablation, n_reference, seed) if needs_tables else None
+    tables = (
+        _reference_tables(root, handle, behaviour, kind, ablation, n_reference, seed)
+        if needs_tables
+        else None
+    )
     results = []
     pools: dict[str, _Pool | None] = {regime: pool}
     for rule, mask, key, done in zip(rules, masks, keys, finished, strict=True):
@@ -315,6 +319,7 @@ def _optional_pool(
 
 
 def _reference_tables(
+    run_dir: Path,
     handle: ModelHandle,
     behaviour: pd.DataFrame,
     kind: UnitKind,
@@ -325,8 +330,10 @@ def _reference_tables(
     """The values AtP patches towards: those localization ablates to (the shared reference draw).
     Zero ablation patches to zero; a resample ablation, whose value differs per prompt, is taken at
     its expectation over the reference draw, the mean."""
+    from mecharule import reference_cache
+
     target: AblationKind = "zero" if ablation == "zero" else "mean"
-    return reference_tables(handle, behaviour, kind, target, n_reference, seed)
+    return reference_cache.value_tables(run_dir, handle, behaviour, kind, target, n_reference, seed)
 
 
 def _rule_mask(rule: Mapping[str, Any], behaviour: pd.DataFrame) -> np.ndarray:

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mecharule import reference_cache
 from mecharule.config import LocalizeConfig
 from mecharule.interventions.hooks import SiteKey
-from mecharule.interventions.values import ValueTable, reference_tables
+from mecharule.interventions.values import ValueTable
 from mecharule.io.journal import Journal
 from mecharule.io.rundir import atomic_path, read_json, read_parquet, write_json
 from mecharule.localization.oracle import EngineOracle, EngineWork, ProblemSlices, build_problem
@@ -33,7 +34,6 @@ from mecharule.localization.problems import (
     behaviour_rules,
     problem_specs,
     rule_mask,
-    spectral_pool,
 )
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind
@@ -82,9 +82,15 @@ def search_config(cfg: LocalizeConfig, seed: int) -> SearchConfig:
 
 
 def value_tables(
-    handle: ModelHandle, behaviour: pd.DataFrame, kind: UnitKind, cfg: LocalizeConfig, seed: int
+    handle: ModelHandle,
+    behaviour: pd.DataFrame,
+    kind: UnitKind,
+    cfg: LocalizeConfig,
+    seed: int,
+    run_dir: Path | None = None,
 ) -> Mapping[SiteKey, ValueTable]:
-    return reference_tables(handle, behaviour, kind, cfg.ablation, cfg.n_reference, seed)
+    """The reference value tables, stored once per run when ``run_dir`` is given (reference_cache)."""
+    return reference_cache.value_tables(run_dir, handle, behaviour, kind, cfg.ablation, cfg.n_reference, seed)
 
 
 def every_unit(handle: ModelHandle, kind: UnitKind) -> list[Site]:
@@ -126,11 +132,13 @@ def prepare(
     disjuncts = behaviour_rules(read_json(run_dir / "rules.json"), max_rules, min_coverage)
     pool, clustering = None, None
     if cfg.sampling == "spectral":
-        pool, clustering = spectral_pool(handle, behaviour, cfg.sampling_pool, cfg.n_clusters, seed)
+        pool, clustering = reference_cache.spectral_pool(
+            run_dir, handle, behaviour, cfg.sampling_pool, cfg.n_clusters, seed
+        )
     specs = problem_specs(
         disjuncts, behaviour, features, cfg.regimes, cfg.n_covered, cfg.n_unrelated, seed, pool, clustering
     )
-    tables = value_tables(handle, behaviour, kind, cfg, seed)
+    tables = value_tables(handle, behaviour, kind, cfg, seed, run_dir)
     problems: dict[str, ProblemSlices] = {}
     search_problems = []
     for spec in specs:
