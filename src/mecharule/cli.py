@@ -50,10 +50,16 @@ def user_errors(fn: F) -> F:
         except OSError as exc:
             if exc.errno not in STORAGE_ERRNOS:
                 raise
-            where = f" writing {exc.filename}" if exc.filename else ""
+            where = f" at {exc.filename}" if exc.filename else ""
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            fix = (
+                "free space or choose another --out"
+                if full
+                else "fix the permissions or choose a writable --out"
+            )
             typer.echo(
-                f"error: {exc.strerror or exc}{where}; free space or choose a writable --out, then "
-                "re-run the same command: finished work is kept",
+                f"error: {exc.strerror or exc}{where}; {fix}, then re-run the same command: "
+                "finished work is kept",
                 err=True,
             )
             raise typer.Exit(2) from None

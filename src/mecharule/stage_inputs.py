@@ -78,7 +78,7 @@ def read_fields(config: RunConfig, stage: str) -> dict[str, Any]:
         node: Any = dumped
         for part in dotted.split("."):
             node = node[part]
-        if isinstance(node, dict) and dotted in {"model", "measure", "localize", "anchor"}:
+        if isinstance(node, dict) and "." not in dotted:  # a whole section: each of its fields
             values.update({f"{dotted}.{k}": v for k, v in node.items() if f"{dotted}.{k}" not in skip})
         else:
             values[dotted] = node
