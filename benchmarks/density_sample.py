@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mecharule.config import RunConfig
+from mecharule.config import load_config
 from mecharule.io.rundir import read_json
 from mecharule.localization.stage import prepare, search_config
 from mecharule.models.sites import Site
@@ -41,28 +41,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     stored = read_json(args.run_dir / "run.json")["config"]
-    stored["localize"] = {**stored["localize"], "regimes": args.regimes, "predicate": "observed"}
-    config = RunConfig.model_validate(stored)
+    settings = {"search.regimes": args.regimes, "search.predicate": "observed", "attribution.top_m": 1}
+    config = load_config(None, settings, base=stored)
     pipe = Pipeline(config, args.run_dir)
-    att = config.attribution
-    setup = prepare(
-        pipe.handle,
-        pipe.task,
-        args.run_dir,
-        pipe.localize_config,
-        kind=att.unit_kind,
-        top_m=1,
-        method=att.methods[0],
-        max_rules=config.rules.max_rules,
-        min_coverage=config.rules.min_coverage,
-        seed=config.seed,
-    )
-    width = pipe.handle.arch.width(att.unit_kind)
-    population = [Site(layer, att.unit_kind, i) for layer in args.layers for i in range(width)]
+    setup = prepare(pipe.context())
+    kind = config.units.kind
+    width = pipe.handle.arch.width(kind)
+    population = [Site(layer, kind, i) for layer in args.layers for i in range(width)]
     rng = np.random.default_rng(args.seed)
     sample = [population[i] for i in sorted(rng.choice(len(population), args.n_units, replace=False))]
     problems = [SearchProblem(p.key, sample) for p in setup.search_problems]
-    cfg = search_config(pipe.localize_config, config.seed)
+    cfg = search_config(config)
     started = time.perf_counter()
     bf = brute_force(problems, setup.oracle, cfg)
     bf_wall = time.perf_counter() - started

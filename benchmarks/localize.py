@@ -62,19 +62,11 @@ def run_dir_for(model: str, out: Path) -> tuple[Pipeline, RunConfig]:
 
 
 def setup_for(pipe: Pipeline, config: RunConfig) -> LocalizationSetup:
-    att = config.attribution
-    return prepare(
-        pipe.handle,
-        pipe.task,
-        pipe.rundir.path,
-        pipe.localize_config,
-        kind=att.unit_kind,
-        top_m="100%",
-        method="atp",
-        max_rules=config.rules.max_rules,
-        min_coverage=config.rules.min_coverage,
-        seed=config.seed,
+    every = config.model_copy(
+        update={"attribution": config.attribution.model_copy(update={"methods": ("atp",), "top_m": "100%"})}
     )
+    pipe.config = every
+    return prepare(pipe.context())
 
 
 def shortlist(pipe: Pipeline, rule_id: str, method: str, top_m: str, kind: str) -> list[Any]:
@@ -111,7 +103,7 @@ def shortlist_table(pipe, setup, population: BruteForceResult, kind: str) -> lis
 
 def cha_rows(pipe, setup, population: BruteForceResult, config: RunConfig, kind: str) -> list[dict[str, Any]]:
     rows = []
-    base = search_config(config.localize, config.seed)
+    base = search_config(config)
     regimes = {s.key: s.regime for s in setup.specs}
     for top_m in ("50%", "100%"):
         problems = []
@@ -202,11 +194,9 @@ def main() -> None:
     for model in args.models:
         started = time.perf_counter()
         pipe, config = run_dir_for(model, args.out)
-        kind = config.attribution.unit_kind
+        kind = config.units.kind
         setup = setup_for(pipe, config)
-        population = brute_force(
-            setup.search_problems, setup.oracle, search_config(config.localize, config.seed)
-        )
+        population = brute_force(setup.search_problems, setup.oracle, search_config(config))
         n_units = len(setup.all_units)
         short = shortlist_table(pipe, setup, population, kind)
         cha = [] if args.skip_cha else cha_rows(pipe, setup, population, config, kind)

@@ -6,12 +6,12 @@ files it wrote, so a result in Python and the files on disk never disagree::
 
     import mecharule
 
-    run = mecharule.run({"measure": {"max_prompts": 3000}}, "runs/arithmetic")
+    run = mecharule.run({"task": {"max_prompts": 3000}}, "runs/arithmetic")
     print(run.rules)          # the behaviour rules, scored on held-out rows
     print(run.agonists[0])    # L1.mlp[46]: covered 0.81 (52/64), unrelated 0.05 (3/64), ...
 
 A config is a :class:`~mecharule.config.RunConfig`, a mapping (nested sections, or dotted keys such
-as ``"localize.tau"``) or the path of a YAML/JSON file. A model is a ``ModelHandle``
+as ``"search.tau"``) or the path of a YAML/JSON file. A model is a ``ModelHandle``
 (:func:`mecharule.load_model`) or a ``(model, tokenizer)`` pair of Hugging Face objects; it is
 used instead of loading ``config.model.name``, and the run's cache keys then hold a fingerprint of
 its weights as they are at the call (change a weight and ``measure`` runs again).
@@ -59,7 +59,7 @@ VERBS = {
 def run(
     config: ConfigLike, out: str | os.PathLike[str], *, model: ModelLike = None, progress: bool = False
 ) -> Run:
-    """Run every stage (``validate`` only when ``config.validate_brute_force``) into ``out``;
+    """Run every stage (``validate`` only when ``config.validation.brute_force``) into ``out``;
     stages already done under the same config and weights are skipped, so calling it again resumes.
 
     ``progress=True`` shows a progress bar per stage (tqdm). Returns the :class:`Run`.

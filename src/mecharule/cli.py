@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
+from mecharule import cli_show
 from mecharule.cli_models import register as register_model_commands
 from mecharule.errors import MecharuleError
 
@@ -92,7 +93,7 @@ def _pipeline(
     from mecharule.progress import bars
 
     config = _effective_config(out, config_file, options, sets, existing=existing)
-    if ":" in config.measure.task and str(Path.cwd()) not in sys.path:
+    if ":" in config.task.name and str(Path.cwd()) not in sys.path:
         sys.path.append(str(Path.cwd()))  # --task module:factory finds module.py here (last: no shadowing)
     return Pipeline(
         config,
@@ -129,14 +130,14 @@ DEVICE_HELP = "torch device: cpu, cuda, cuda:1, mps ... (model.device; default: 
 DTYPE_HELP = "float32 | bfloat16 | float16 | auto (model.dtype; default: the config's, float32)"
 SET_HELP = (
     "KEY=VALUE applied on top of the config (the run's saved one, or --config); repeatable; the value "
-    "is YAML: --set localize.tau=0.3 --set measure.task_options.n_shots=3"
+    "is YAML: --set search.tau=0.3 --set task.options.n_shots=3"
 )
 MODEL_HELP = "hub id, local path, GGUF file, known model name or zoo:NAME (default: the task's organism)"
 TASK_HELP = "task name (mecharule list tasks) or module:factory (default arithmetic)"
 SET = typer.Option(None, "--set", help=SET_HELP, metavar="KEY=VALUE")
 DEVICE = typer.Option(None, help=DEVICE_HELP)
 DTYPE = typer.Option(None, help=DTYPE_HELP)
-MAX_PROMPTS = typer.Option(None, help="seeded subsample of the task's prompts (measure.max_prompts)")
+MAX_PROMPTS = typer.Option(None, help="seeded subsample of the task's prompts (task.max_prompts)")
 VERBOSE = typer.Option(False, "--verbose", "-v")
 
 
@@ -174,13 +175,13 @@ def run(
         out,
         config,
         {
-            "measure.task": task,
+            "task.name": task,
             "model.name": _organism_of(task, model, config),
             "model.device": device,
             "model.dtype": dtype,
-            "measure.max_prompts": max_prompts,
+            "task.max_prompts": max_prompts,
             "seed": seed,
-            "validate_brute_force": True if validate_ else None,
+            "validation.brute_force": True if validate_ else None,
         },
         sets,
     )
@@ -212,7 +213,7 @@ def measure(
     sets: list[str] | None = SET,
     device: str | None = DEVICE,
     dtype: str | None = DTYPE,
-    batch_size: int | None = typer.Option(None, help="prompts per forward pass (measure.batch_size)"),
+    batch_size: int | None = typer.Option(None, help="prompts per forward pass (executor.batch_size)"),
     max_prompts: int | None = MAX_PROMPTS,
     seed: int | None = typer.Option(None),
     verbose: bool = VERBOSE,
@@ -223,12 +224,12 @@ def measure(
         out,
         config,
         {
-            "measure.task": task,
+            "task.name": task,
             "model.name": _organism_of(task, model, config),
             "model.device": device,
             "model.dtype": dtype,
-            "measure.batch_size": batch_size,
-            "measure.max_prompts": max_prompts,
+            "executor.batch_size": batch_size,
+            "task.max_prompts": max_prompts,
             "seed": seed,
         },
         sets,
@@ -247,91 +248,37 @@ def measure(
 
 
 # -- the stage commands on a run directory: one factory, a printer each ------------------------------
-def _show_rules(rundir: Path, ran: bool) -> None:
-    from mecharule.io.rundir import read_json
-    from mecharule.rules import format_rules_table
-
-    typer.echo(("extracted" if ran else "already extracted (skipped)") + f" → {rundir / 'rules.json'}")
-    typer.echo(format_rules_table(read_json(rundir / "rules.json")))
-
-
-def _show_attribute(rundir: Path, ran: bool) -> None:
-    typer.echo(("attributed" if ran else "already attributed (skipped)") + f" → {rundir / 'attribution'}")
-
-
-def _show_localize(rundir: Path, ran: bool) -> None:
-    from mecharule.io.rundir import read_json
-
-    summary = read_json(rundir / "localization" / "summary.json")
-    typer.echo(("localized" if ran else "already localized (skipped)") + f" → {rundir / 'localization'}")
-    typer.echo(
-        f"group evaluations: {summary['group_evaluations']} in {summary['oracle_calls']} oracle calls, "
-        f"{summary['wall_seconds']:.1f}s; distinct agonists: {summary['n_agonists']}"
-    )
-    for p in summary["problems"]:
-        if p["skipped"]:
-            typer.echo(f"  {p['key']}: skipped ({p['skipped']})")
-            continue
-        sites = ", ".join(a["unit"] for a in p["agonists"][:8]) + (" ..." if len(p["agonists"]) > 8 else "")
-        typer.echo(
-            f"  {p['key']}: {len(p['agonists'])} agonists / {p['n_candidates']} candidates, "
-            f"{p['group_evaluations']} evaluations  [{sites}]"
-        )
-
-
-def _show_validate(rundir: Path, ran: bool) -> None:
-    from mecharule.io.rundir import read_json
-
-    v = read_json(rundir / "validation.json")
-    typer.echo(("validated" if ran else "already validated (skipped)") + f" → {rundir / 'validation.json'}")
-    typer.echo(json.dumps({k: v[k] for k in ("cost", "wall_seconds", "forwards")}, indent=1))
-    typer.echo(json.dumps(v["recall"], indent=1)[:3000])
-
-
-def _show_anchor(rundir: Path, ran: bool) -> None:
-    from mecharule.io.rundir import read_json
-
-    data = read_json(rundir / "neuron_rules.json")
-    typer.echo(("anchored" if ran else "already anchored (skipped)") + f" → {rundir / 'neuron_rules.json'}")
-    typer.echo(f"HQ counts (test MCC): {data['hq_counts']['test']}")
-    for a in data["agonists"][:10]:
-        typer.echo(
-            f"  {a['site']:>12}  flips {a['flip_rates']['any']:.3f}  best {a['best']['target']} "
-            f"test MCC {a['best']['test_mcc']:.2f}: {a['best']['readable'][:90]}"
-        )
-
-
 # (stage, what DIR must hold, help, printer), in pipeline order
 STAGE_COMMANDS: list[tuple[str, str, str, Callable[[Path, bool], None]]] = [
     (
         "rules",
         "run directory written by `mecharule measure`",
         "Extract behaviour rules (fit on train rows, scored on held-out test rows) → rules.json.",
-        _show_rules,
+        cli_show.show_rules,
     ),
     (
         "attribute",
         "run directory with rules.json",
         "Gradient attribution (AtP / EAP-IG) of every MLP unit per rule → attribution/*.safetensors + json.",
-        _show_attribute,
+        cli_show.show_attribute,
     ),
     (
         "localize",
         "run directory with rules.json",
         "Find each rule's agonist units with Contrastive Hierarchical Ablation → localization/.",
-        _show_localize,
+        cli_show.show_localize,
     ),
     (
         "validate",
         "run directory with rules.json",
         "Brute force every candidate alone beside CHA: recall by effect bin and cost → validation.json.",
-        _show_validate,
+        cli_show.show_validate,
     ),
     (
         "anchor",
         "run directory with localization/",
         "Flip table of every agonist and its neuron-anchored rules → flips.parquet, neuron_rules.json.",
-        _show_anchor,
+        cli_show.show_anchor,
     ),
 ]
 
@@ -349,7 +296,7 @@ def _add_stage_command(stage: str, needs: str, doc: str, show: Callable[[Path, b
         verbose: bool = VERBOSE,
     ) -> None:
         _setup_logging(verbose)
-        options = {"model.device": device, "model.dtype": dtype, "measure.max_prompts": max_prompts}
+        options = {"model.device": device, "model.dtype": dtype, "task.max_prompts": max_prompts}
         pipe = _pipeline(rundir, config, options, sets, existing=True)
         with pipe.rundir.locked(f"mecharule {stage}"):
             _require_upstream(pipe, stage, _given(options, sets))
@@ -361,10 +308,10 @@ def _add_stage_command(stage: str, needs: str, doc: str, show: Callable[[Path, b
 
 
 def _given(options: dict[str, Any], sets: list[str] | None) -> str:
-    """The config-changing options as typed (``--max-prompts 40 --set localize.tau=0.3``)."""
+    """The config-changing options as typed (``--max-prompts 40 --set search.tau=0.3``)."""
     import shlex
 
-    flags = {"model.device": "--device", "model.dtype": "--dtype", "measure.max_prompts": "--max-prompts"}
+    flags = {"model.device": "--device", "model.dtype": "--dtype", "task.max_prompts": "--max-prompts"}
     words = [w for key, v in options.items() if v is not None for w in (flags[key], str(v))]
     words += [w for item in sets or [] for w in ("--set", item)]
     return shlex.join(words)

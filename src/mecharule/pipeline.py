@@ -10,30 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from mecharule._version import __version__
-from mecharule.config import LocalizeConfig, RunConfig
+from mecharule.config import RunConfig
+from mecharule.context import StageContext, is_organism, run_task, task_options
 from mecharule.errors import MecharuleError, RunDirError
-from mecharule.estimates import Notify, calibrating_tick
+from mecharule.estimates import Notify
 from mecharule.io.journal import Journal
-from mecharule.io.rundir import (
-    RunDir,
-    config_hash,
-    read_json,
-    read_parquet,
-    run_stage,
-    write_json,
-    write_parquet,
-)
-from mecharule.models.loading import ZOO_PREFIX, ModelHandle, load_model, resolve_model_path
+from mecharule.io.rundir import RunDir, config_hash, read_json, read_parquet, run_stage, write_json
+from mecharule.models.loading import ModelHandle, load_model, resolve_model_path
 from mecharule.progress import ProgressFactory, silent
+from mecharule.random_streams import describe as describe_streams
 from mecharule.sizing import Sizing, resolve_sizing
-from mecharule.tasks.base import Task, make_task
+from mecharule.tasks.base import Task
 
 log = logging.getLogger(__name__)
-PROBLEM_FILES = ("trace.jsonl", "agonists.csv")  # per problem folder under localization/
 STAGES = ["measure", "rules", "attribute", "localize", "validate", "anchor", "report"]
 
 
@@ -85,39 +75,40 @@ class Pipeline:
         if self._sizing is None:
             cfg = self.config
             self._sizing = resolve_sizing(
-                self.handle, cfg.measure.max_prompts, cfg.measure.batch_size, cfg.localize.memory_budget_mb
+                self.handle, cfg.task.max_prompts, cfg.executor.batch_size, cfg.executor.memory_budget_mb
             )
         return self._sizing
 
     @property
-    def localize_config(self) -> LocalizeConfig:
-        """``config.localize`` with the memory budget resolved (the stage hash keeps ``auto``)."""
-        cfg = self.config.localize
-        if cfg.memory_budget_mb != "auto":
-            return cfg
-        return cfg.model_copy(update={"memory_budget_mb": self.sizing.memory_budget_mb})
-
-    @property
     def task(self) -> Task:
         if self._task is None:
-            self._task = make_task(self.config.measure.task, self.task_options())
+            self._task = run_task(self.config)
         return self._task
 
     def task_options(self) -> dict[str, Any]:
-        """The configured task options; a real (non-organism) model gets the task's real-model prompt
-        format (``REAL_MODEL_FORMATS``) unless ``prompt_format`` is set."""
-        from mecharule.tasks.formats import REAL_MODEL_FORMATS
+        """The configured task options, with the real-model prompt format where it applies."""
+        return task_options(self.config)
 
-        options = dict(self.config.measure.task_options)
-        real_format = REAL_MODEL_FORMATS.get(self.config.measure.task)
-        if "prompt_format" not in options and real_format and not is_organism(self.config.model.name):
-            options["prompt_format"] = real_format
-        return options
+    def context(self, journal: Journal | None = None) -> StageContext:
+        """The stage context over this pipeline's model, task, config and run directory."""
+        return StageContext(
+            self.config,
+            self.rundir,
+            lambda: self.handle,
+            lambda: self.task,
+            lambda: self.sizing,
+            progress=self.progress,
+            notify=self.notify,
+            journal=journal,
+        )
 
     def check_options(self) -> None:
         """Fail before any stage on options a later stage would reject (the rule extractor's)."""
+        from mecharule.attribution.method import ATTRIBUTORS
         from mecharule.rules.scoring import make_extractor
 
+        for method in self.config.attribution.methods:
+            ATTRIBUTORS.get(method)  # an unknown name lists the registered ones and the closest
         rules, anchor = self.config.rules, self.config.anchor
         make_extractor(rules.extractor, self.config.seed, rules.options)
         make_extractor(rules.extractor, self.config.seed, dict(rules.options) | dict(anchor.rule_options))
@@ -127,7 +118,7 @@ class Pipeline:
         options = ", ".join(f"{k}={v}" for k, v in self.task.options().items())
         return [
             f"model {self.config.model.name}: {self.sizing.describe()}",
-            f"task {self.config.measure.task}: {options}",
+            f"task {self.config.task.name}: {options}",
         ]
 
     # -- keys: each stage hashes the config fields it reads and its upstream keys (stage_inputs) ---
@@ -167,7 +158,11 @@ class Pipeline:
             )
 
     def _stage(
-        self, stage: str, body: Callable[[], list[str]], folder: str | None = None, journal: bool = False
+        self,
+        stage: str,
+        body: Callable[[StageContext], list[str]],
+        folder: str | None = None,
+        journal: bool = False,
     ) -> bool:
         """Run one stage unless it is done: upstream checked, later records forgotten first, files of
         an earlier config in its ``folder`` removed after, its journal discarded once it is recorded."""
@@ -184,7 +179,7 @@ class Pipeline:
             )
 
         def recorded_body() -> list[str]:
-            outputs = body()
+            outputs = body(self.context(self._journal))
             if folder is not None:
                 keep = set(outputs)
                 self.rundir.remove([f for f in self.rundir.files_under(folder) if f not in keep])
@@ -213,6 +208,7 @@ class Pipeline:
         self.rundir.update_manifest(
             config=self.config.model_dump(mode="json"),
             seed=self.config.seed,
+            random_streams=describe_streams(self.config.seed),
             package_version=__version__,
             python=platform.python_version(),
             model={
@@ -228,83 +224,25 @@ class Pipeline:
         except MecharuleError:
             return self.config.model.name
 
-    # -- stages ----------------------------------------------------------------------------------
+    # -- stages: each body is its stage module's run function on the stage context -----------------
     def measure(self) -> bool:
+        from mecharule.behaviour.stage import run_measure
+
         self.rundir.ensure_writable()
-        stage_hash = self.stage_hash("measure")
-        if not self.rundir.stage_is_done("measure", stage_hash):
+        key = self.stage_hash("measure")
+        if not self.rundir.stage_is_done("measure", key):
             _ = self.task, self.handle  # fail fast on a bad task or model, before any bar starts
-
-        def body() -> list[str]:
-            from mecharule.behaviour.measure import measure_behaviour
-            from mecharule.features.base import compute_feature_table
-            from mecharule.reference_cache import FOLDER
-            from mecharule.tasks.formats import draw_shots, format_task_prompts
-
-            self.rundir.remove([FOLDER])  # reference tables and pools of the previous measure
-            task = self.task
-            prompts = task.prompts()
-            shots = prompts.iloc[:0]
-            if getattr(task, "prompt_format", "raw") == "fewshot":
-                shots, prompts = draw_shots(prompts, int(task.n_shots), self.config.seed)  # type: ignore[attr-defined]
-            max_prompts = self.sizing.max_prompts
-            if max_prompts is not None and max_prompts < len(prompts):
-                rng = np.random.default_rng(self.config.seed)
-                keep = np.sort(rng.choice(len(prompts), size=max_prompts, replace=False))
-                prompts = prompts.iloc[keep].reset_index(drop=True)
-            features = list(task.seed_features())
-            feature_table = compute_feature_table(features, prompts)
-            prompts = format_task_prompts(task, prompts, self.handle.tokenizer, shots)
-            batch = self.sizing.batch_size
-            label = f"measure ({len(prompts):,} prompts, batches of {batch})"
-            with self.progress(label, len(prompts)) as bar:
-                tick = calibrating_tick(bar, len(prompts), "measure", self.notify)
-                table = measure_behaviour(
-                    self.handle,
-                    task,
-                    prompts,
-                    batch_size=self.sizing.batch_size,
-                    test_fraction=self.config.measure.test_fraction,
-                    seed=self.config.seed,
-                    partial_dir=self.rundir.file(f".partial/measure-{stage_hash}"),
-                    progress=tick,
-                )
-            provenance = {
-                "task": task.name,
-                "task_options": task.options(),
-                "model": self.config.model.name,
-                "shots": shots["prompt"].astype(str).tolist(),
-            }
-            definitions = [f.definition() for f in features]
-            proposal_log: dict[str, Any] = {}
-            if self.config.measure.propose_features.enabled:
-                _, extra_table, proposal_log, extra_defs = self._proposed(prompts, table, features)
-                feature_table = pd.concat([feature_table, extra_table], axis=1)
-                definitions += extra_defs
-            write_parquet(self.rundir.file("features.parquet"), feature_table, provenance)
-            write_json(
-                self.rundir.file("features.json"),
-                {"features": definitions, "proposal": proposal_log, **provenance},
-            )
-            write_parquet(
-                self.rundir.file("behaviour.parquet"),
-                table,
-                {**provenance, "positive_label": task.positive_label},
-            )
-            return ["behaviour.parquet", "features.parquet", "features.json"]
-
-        return self._stage("measure", body)
+        return self._stage("measure", lambda ctx: run_measure(ctx, partial=f".partial/measure-{key}"))
 
     def rules(self) -> bool:
-        cfg = self.config.rules
-
-        def body() -> list[str]:
+        def body(ctx: StageContext) -> list[str]:
             from mecharule.rules import extract_behaviour_rules
 
-            with self.progress("rules", None):
+            cfg = ctx.config.rules
+            with ctx.progress("rules", None):
                 extract_behaviour_rules(
-                    self.rundir.path,
-                    seed=self.config.seed,
+                    ctx.path,
+                    seed=ctx.seed,
                     extractor=cfg.extractor,
                     options=dict(cfg.options),
                     target=cfg.target,
@@ -314,132 +252,26 @@ class Pipeline:
         return self._stage("rules", body)
 
     def attribute(self) -> bool:
-        def body() -> list[str]:
-            from mecharule.attribution.stage import attribute_rules
-            from mecharule.localization.problems import behaviour_rules, rule_mask
+        from mecharule.attribution.stage import run_attribute
 
-            cfg = self.config
-            features = read_parquet(self.rundir.file("features.parquet"))
-            disjuncts = behaviour_rules(
-                read_json(self.rundir.file("rules.json")), cfg.rules.max_rules, cfg.rules.min_coverage
-            )
-            rules = [
-                {"id": d["id"], "mask": rule_mask(d, features), "text": d.get("readable", "")}
-                for d in disjuncts
-            ]
-            att = cfg.attribution
-            with self.progress("attribute", None):
-                attribute_rules(
-                    self.handle,
-                    self.task,
-                    self.rundir,
-                    rules=rules,
-                    methods=att.methods,
-                    kind=att.unit_kind,
-                    n_pairs=att.n_pairs,
-                    ig_steps=att.ig_steps,
-                    seed=cfg.seed,
-                    positions=cfg.localize.positions,
-                    n_reference=cfg.localize.n_reference,
-                    journal=self._journal,
-                    ablation=cfg.localize.ablation,
-                )
-            return [f"attribution/rule_{r['id']}.{ext}" for r in rules for ext in ("safetensors", "json")]
-
-        return self._stage("attribute", body, folder="attribution", journal=True)
+        return self._stage("attribute", run_attribute, folder="attribution", journal=True)
 
     def localize(self) -> bool:
-        return self._search_stage("localize", "localization/summary.json", "localize (group evaluations)")
+        from mecharule.localization.runner import run_localize
+
+        return self._stage("localize", run_localize, folder="localization", journal=True)
 
     def validate(self) -> bool:
-        return self._search_stage("validate", "validation.json", "validate (CHA + brute force)")
+        from mecharule.localization.runner import run_validate
 
-    def _search_stage(self, stage: str, output: str, label: str) -> bool:
-        """localize (CHA) and validate (CHA beside brute force) take the same inputs."""
-
-        def body() -> list[str]:
-            from mecharule.localization.stage import localize, prepare
-            from mecharule.localization.validate import validate
-
-            cfg, att = self.config, self.config.attribution
-            setup = prepare(
-                self.handle,
-                self.task,
-                self.rundir.path,
-                self.localize_config,
-                kind=att.unit_kind,
-                top_m=att.top_m,
-                method=att.methods[0],
-                max_rules=cfg.rules.max_rules,
-                min_coverage=cfg.rules.min_coverage,
-                seed=cfg.seed,
-            )
-            self.notify(f"{stage}: " + self._calibrate_search(setup))
-            with self.progress(label, None) as tick:
-                if stage == "localize":
-                    summary = localize(
-                        self.handle,
-                        self.task,
-                        self.rundir.path,
-                        self.localize_config,
-                        setup,
-                        seed=cfg.seed,
-                        tick=_cumulative(tick),
-                        journal=self._journal,
-                    )
-                else:
-                    validate(
-                        self.rundir.path,
-                        self.localize_config,
-                        setup,
-                        seed=cfg.seed,
-                        tick=_cumulative(tick),
-                        journal=self._journal,
-                    )
-            if stage == "validate":
-                return [output]
-            folders = [p["key"].replace("/", "_") for p in summary["problems"] if not p["skipped"]]
-            return [output] + [f"localization/{f}/{name}" for f in folders for name in PROBLEM_FILES]
-
-        return self._stage(stage, body, folder="localization" if stage == "localize" else None, journal=True)
-
-    def _calibrate_search(self, setup: Any) -> str:
-        """Time one single-unit group evaluation on the first problem; extrapolate the stage."""
-        import time
-
-        from mecharule.estimates import group_testing_estimate
-
-        sizes = [len(p.candidates) for p in setup.search_problems]
-        if not setup.problems or not setup.search_problems or not sizes[0]:
-            reasons = "; ".join(f"{spec.key}: {spec.skipped}" for spec in setup.specs if spec.skipped)
-            return "nothing to search" + (f" ({reasons})" if reasons else "")
-        engine = next(iter(setup.problems.values())).engine
-        started = time.perf_counter()
-        engine.run([[setup.search_problems[0].candidates[0]]])
-        roots = [
-            [sum(u.layer == layer for u in p.candidates) for layer in sorted({u.layer for u in p.candidates})]
-            for p in setup.search_problems
-        ]
-        seconds = time.perf_counter() - started
-        return group_testing_estimate(roots, seconds, audit=self.config.localize.audit)
+        return self._stage("validate", run_validate, journal=True)
 
     def anchor(self) -> bool:
-        def body() -> list[str]:
+        def body(ctx: StageContext) -> list[str]:
             from mecharule.anchoring.stage import anchor
 
-            cfg = self.config
-            with self.progress("anchor", None):
-                anchor(
-                    self.handle,
-                    self.task,
-                    self.rundir.path,
-                    cfg.anchor,
-                    self.localize_config,
-                    cfg.rules,
-                    kind=cfg.attribution.unit_kind,
-                    seed=cfg.seed,
-                    journal=self._journal,
-                )
+            with ctx.progress("anchor", None):
+                anchor(ctx)
             return ["flips.parquet", "neuron_rules.json"]
 
         return self._stage("anchor", body, journal=True)
@@ -447,7 +279,7 @@ class Pipeline:
     def report(self, force: bool = False) -> bool:
         self.rundir.require("behaviour.parquet", stage="measure")
 
-        def body() -> list[str]:
+        def body(_ctx: StageContext | None = None) -> list[str]:
             from mecharule.report import render_report
 
             self.write_summary()
@@ -471,29 +303,6 @@ class Pipeline:
         write_json(self.rundir.file("summary.json"), summary)
         return summary
 
-    def _proposed(
-        self, prompts: Any, table: Any, seed_features: list[Any]
-    ) -> tuple[Any, Any, dict[str, Any], list[Any]]:
-        from mecharule.features.sandbox import SandboxLimits
-        from mecharule.features.stage import proposal_source, proposed_features
-
-        cfg = self.config.measure.propose_features
-        with self.progress("propose features (LLM + sandbox)", None):
-            extra, extra_table, log = proposed_features(
-                self.task,
-                prompts,
-                table["label"].to_numpy(bool),
-                (table["split"] == "train").to_numpy(),
-                seed_features,
-                cache_dir=self.rundir.file(".llm_cache"),
-                n_rounds=cfg.rounds,
-                n_features=cfg.n_features,
-                n_examples=cfg.n_examples,
-                seed=self.config.seed,
-                limits=SandboxLimits(wall_seconds=cfg.feature_seconds, round_seconds=cfg.round_seconds),
-            )
-        return extra, extra_table, log, [proposal_source(f) for f in extra]
-
     def behaviour_summary(self) -> dict[str, Any]:
         from mecharule.behaviour.measure import accuracy_summary
 
@@ -501,47 +310,10 @@ class Pipeline:
         return accuracy_summary(table, self.task.group_column)
 
 
-def is_organism(model_name: str) -> bool:
-    """A model organism (``zoo:NAME``, a bundled organism's directory, or one ``mecharule zoo train``
-    wrote, which holds its ``training_report.json``): the tasks' raw formats are its language."""
-    if model_name.startswith(ZOO_PREFIX):
-        return True
-    from mecharule.zoo.registry import ORGANISMS_DIR
-
-    try:
-        path = Path(model_name).expanduser().resolve()
-        return path.is_relative_to(ORGANISMS_DIR.resolve()) or _is_trained_organism(path)
-    except (OSError, ValueError):
-        return False
-
-
-def _is_trained_organism(path: Path) -> bool:
-    import json
-
-    report = path / "training_report.json"
-    if not report.is_file():
-        return False
-    try:
-        return "organism" in json.loads(report.read_text())
-    except (OSError, ValueError):
-        return False
-
-
-def _cumulative(tick: Callable[[int], None]) -> Callable[[int, int], None]:
-    """Adapt a bar's ``update(delta)`` to a ``(done_so_far, open)`` callback."""
-    seen = [0]
-
-    def callback(done: int, _open: int) -> None:
-        tick(done - seen[0])
-        seen[0] = done
-
-    return callback
-
-
 def default_stages(config: RunConfig) -> list[str]:
     """The stages ``mecharule run`` executes, in order."""
     stages = ["measure", "rules", "attribute", "localize"]
-    if config.validate_brute_force:
+    if config.validation.brute_force:
         stages.append("validate")
     return [*stages, "anchor", "report"]
 
@@ -555,4 +327,4 @@ def run_stages(pipeline: Pipeline, stages: list[str]) -> dict[str, bool]:
     return ran
 
 
-__all__ = ["STAGES", "Pipeline", "read_json", "run_stages"]
+__all__ = ["STAGES", "Pipeline", "is_organism", "read_json", "run_stages"]

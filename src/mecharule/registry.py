@@ -56,7 +56,7 @@ class Registry(Generic[T]):
         entry = self._entry_points().get(name)
         if entry is not None:
             return self._cache(name, self._load_entry_point(entry))
-        raise UnknownNameError(self._unknown(name))
+        raise UnknownNameError(self.unknown_message(name))
 
     def names(self) -> list[str]:
         """Registered names, built-in and from entry points (these not imported)."""
@@ -141,7 +141,8 @@ class Registry(Generic[T]):
         self._items.setdefault(name, obj)
         return obj
 
-    def _unknown(self, name: str) -> str:
+    def unknown_message(self, name: str) -> str:
+        """Why ``name`` is not a valid name: the registered ones and the closest."""
         names = self.names()
         close = difflib.get_close_matches(name, names, n=1)
         guess = f" (did you mean {close[0]!r}?)" if close else ""

@@ -11,48 +11,48 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mecharule.config import RunConfig
+from mecharule.config import ExecutorConfig, RunConfig
 
-SPEED_ONLY = frozenset({"measure.batch_size", "localize.memory_budget_mb"})
-VALIDATE_ONLY = ("localize.validate_exhaustive_max", "localize.validate_outside_sample")
-ABLATION = ("localize.ablation", "localize.positions", "localize.n_reference")
-RULE_SELECTION = ("rules.max_rules", "rules.min_coverage")
-SHORTLIST = ("attribution.methods", "attribution.unit_kind", "attribution.top_m")
+# how fast, never what: the executor section (batch sizes, memory budgets) is in no stage's key
+SPEED_ONLY = frozenset(f"executor.{name}" for name in ExecutorConfig.model_fields)
+RULE_SELECTION = ("rules.max_rules", "rules.min_coverage")  # the rules carried to localization
 
 
 @dataclass(frozen=True)
 class StageInputs:
-    fields: tuple[str, ...]  # dotted config fields, or whole sections ("anchor")
+    fields: tuple[str, ...]  # dotted config fields, or whole sections ("search")
     upstream: tuple[str, ...]  # stages whose outputs it reads
     excluded: tuple[str, ...] = ()  # fields of a listed section it does not read
 
 
 STAGE_INPUTS: dict[str, StageInputs] = {
-    "measure": StageInputs(("seed", "model", "measure"), ()),
+    "measure": StageInputs(("seed", "model", "task"), ()),
     "rules": StageInputs(("seed", "rules.extractor", "rules.target", "rules.options"), ("measure",)),
     "attribute": StageInputs(
+        ("seed", *RULE_SELECTION, "attribution", "units", "ablation"),
+        ("measure", "rules"),
+        excluded=("attribution.top_m",),
+    ),
+    "localize": StageInputs(
+        ("seed", *RULE_SELECTION, "attribution.methods", "attribution.top_m", "units", "ablation", "search"),
+        ("measure", "rules", "attribute"),
+    ),
+    "validate": StageInputs(
         (
             "seed",
             *RULE_SELECTION,
             "attribution.methods",
-            "attribution.unit_kind",
-            "attribution.n_pairs",
-            "attribution.ig_steps",
-            *ABLATION,
+            "attribution.top_m",
+            "units",
+            "ablation",
+            "search",
+            "validation",
         ),
-        ("measure", "rules"),
-    ),
-    "localize": StageInputs(
-        ("seed", *RULE_SELECTION, *SHORTLIST, "localize"),
         ("measure", "rules", "attribute"),
-        excluded=VALIDATE_ONLY,
-    ),
-    "validate": StageInputs(
-        ("seed", *RULE_SELECTION, *SHORTLIST, "localize"),
-        ("measure", "rules", "attribute"),
+        excluded=("validation.brute_force",),  # whether validate runs, not what it computes
     ),
     "anchor": StageInputs(
-        ("seed", "anchor", "rules.extractor", "rules.options", "attribution.unit_kind", *ABLATION),
+        ("seed", "anchor", "rules.extractor", "rules.options", "units", "ablation"),
         ("measure", "localize"),
     ),
 }

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 SMALL_RUN = {
-    "measure.max_prompts": 1500,
-    "localize.n_covered": 16,
-    "localize.n_unrelated": 16,
-    "localize.n_reference": 32,
-    "localize.audit": 4,
+    "task.max_prompts": 1500,
+    "search.n_covered": 16,
+    "search.n_unrelated": 16,
+    "ablation.n_reference": 32,
+    "search.audit": 4,
     "rules.max_rules": 1,
     "attribution.n_pairs": 8,
     "attribution.top_m": 16,

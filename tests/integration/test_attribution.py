@@ -19,6 +19,8 @@ from mecharule.attribution import (
 )
 from mecharule.attribution.gradients import answer_logprob, input_embeddings, teacher_forced_block
 from mecharule.attribution.stage import attribute_rules
+from mecharule.config import load_config
+from mecharule.context import StageContext
 from mecharule.errors import ConfigError, DataError, UnknownNameError
 from mecharule.interventions.hooks import count_hooks, patched
 from mecharule.interventions.values import mean_tables, position_gate
@@ -94,8 +96,8 @@ def test_graddrop_keeps_last_layer_atp_and_drops_one_path_per_block(char_tokeniz
     """Last-layer units: GradDrop = plain AtP (every dropped block lies upstream). A layer-0 unit of a
     3-layer model: the mean of |AtP| with block 1 dropped and with block 2 dropped, computed here
     from gradients taken by hand; inside ``gradient_dropped(l)`` block l's own units get no gradient."""
-    from mecharule.attribution.atp_graddrop import atp_graddrop_scores, gradient_dropped
     from mecharule.attribution.gradients import activations_and_gradients
+    from mecharule.attribution.methods.atp_graddrop import atp_graddrop_scores, gradient_dropped
     from mecharule.models.architectures import decoder_layers
 
     model = tiny_model(model_type, vocab_size=len(char_tokenizer), seed=2, num_hidden_layers=3).double()
@@ -243,16 +245,18 @@ def organism():
 
 
 def test_stage_writes_scores_and_records(organism, tmp_path):
-    handle, task, behaviour = organism
+    handle, _task, behaviour = organism
     rules = [
         {"id": "mul", "mask": (behaviour["operator"] == "*").to_numpy(), "text": "operator == '*'"},
         {"id": "big_a", "mask": lambda frame: (frame["a"] >= 50).to_numpy()},
         {"id": "none", "mask": np.zeros(len(behaviour), dtype=bool)},
     ]
-    results = attribute_rules(
-        handle, task, tmp_path, rules=rules, methods=("atp", "eap_ig"), kind="mlp",
-        n_pairs=32, ig_steps=2, seed=0, behaviour=behaviour,
-    )  # fmt: skip
+    settings = {
+        "attribution.methods": ["atp", "eap_ig"],
+        "attribution.n_pairs": 32,
+        "attribution.ig_steps": 2,
+    }
+    results = attribute_rules(_ctx(organism, tmp_path, **settings), rules, behaviour=behaviour)
     assert [r.rule_id for r in results] == ["mul", "big_a", "none"]
     assert results[2].skipped and not (tmp_path / "attribution" / "rule_none.safetensors").exists()
     saved = load_file(str(tmp_path / "attribution" / "rule_mul.safetensors"))
@@ -277,15 +281,14 @@ def test_stage_writes_scores_and_records(organism, tmp_path):
 
 
 def test_stage_rejects_bad_rules(organism, tmp_path):
-    handle, task, behaviour = organism
+    _handle, _task, behaviour = organism
+    ctx = _ctx(organism, tmp_path)
     with pytest.raises(ConfigError, match="rule id"):
-        attribute_rules(handle, task, tmp_path, rules=[{"id": "a/b", "mask": None}], behaviour=behaviour)
+        attribute_rules(ctx, [{"id": "a/b", "mask": None}], behaviour=behaviour)
     with pytest.raises(DataError, match="boolean"):
-        attribute_rules(
-            handle, task, tmp_path, rules=[{"id": "x", "mask": np.ones(3, bool)}], behaviour=behaviour
-        )
-    with pytest.raises(UnknownNameError):
-        attribute_rules(handle, task, tmp_path, rules=[], methods=("saliency",), behaviour=behaviour)
+        attribute_rules(ctx, [{"id": "x", "mask": np.ones(3, bool)}], behaviour=behaviour)
+    with pytest.raises(ConfigError, match="did you mean 'eap_ig'"):  # the config names a method
+        _ctx(organism, tmp_path, **{"attribution.methods": ["eap_gi"]})
 
 
 def test_atp_ranks_units_that_flip_multiplications(organism):
@@ -307,13 +310,17 @@ def test_atp_ranks_units_that_flip_multiplications(organism):
 def test_a_rule_covering_no_row_of_the_regime_is_ranked_on_the_other_regime(organism, tmp_path):
     """Real models fail whole slices (SmolLM2 and Gemma 3 get no negative result right): such a rule
     has no covered positive row, and without scores localization would search every unit."""
-    handle, task, behaviour = organism
+    _handle, _task, behaviour = organism
     wrong = ~behaviour["label"].to_numpy(bool)
     only_failures = wrong & (behaviour["operator"] == "*").to_numpy()
-    results = attribute_rules(
-        handle, task, tmp_path, rules=[{"id": "fails", "mask": only_failures}], methods=("atp",),
-        n_pairs=16, seed=0, behaviour=behaviour,
-    )  # fmt: skip
+    ctx = _ctx(organism, tmp_path, **{"attribution.n_pairs": 16})
+    results = attribute_rules(ctx, [{"id": "fails", "mask": only_failures}], behaviour=behaviour)
+    assert not results[0].skipped
+    record = json.loads((tmp_path / "attribution" / "rule_fails.json").read_text())
+    assert record["regime"] == "negative" and "no eligible positive" in record["regime_fallback"]
+    assert not behaviour.loc[record["covered_rows"], "label"].any()
+    assert (tmp_path / "attribution" / "rule_fails.safetensors").exists()
+
     assert not results[0].skipped
     record = json.loads((tmp_path / "attribution" / "rule_fails.json").read_text())
     assert record["regime"] == "negative" and "no eligible positive" in record["regime_fallback"]
@@ -325,7 +332,7 @@ def test_atp_patches_towards_the_configured_ablation(organism, tmp_path, monkeyp
     """Zero ablation is attributed towards zero, not the mean (AtP used the mean whatever the config)."""
     import mecharule.reference_cache as stage
 
-    handle, task, behaviour = organism
+    _handle, _task, behaviour = organism
     asked: list[str] = []
     real = stage.reference_tables
 
@@ -335,10 +342,18 @@ def test_atp_patches_towards_the_configured_ablation(organism, tmp_path, monkeyp
 
     monkeypatch.setattr(stage, "reference_tables", recording)
     rules = [{"id": "mul", "mask": (behaviour["operator"] == "*").to_numpy()}]
-    common = {"rules": rules, "n_pairs": 16, "seed": 0, "behaviour": behaviour, "n_reference": 32}
-    zero = attribute_rules(handle, task, tmp_path / "z", ablation="zero", **common)[0].scores["atp"]
-    mean = attribute_rules(handle, task, tmp_path / "m", ablation="mean", **common)[0].scores["atp"]
-    resample = attribute_rules(handle, task, tmp_path / "r", ablation="resample", **common)[0].scores["atp"]
+    scores = {}
+    for value in ("zero", "mean", "resample"):
+        settings = {"attribution.n_pairs": 16, "ablation.n_reference": 32, "ablation.value": value}
+        ctx = _ctx(organism, tmp_path / value, **settings)
+        scores[value] = attribute_rules(ctx, rules, behaviour=behaviour)[0].scores["atp"]
+    zero, mean, resample = scores["zero"], scores["mean"], scores["resample"]
     assert asked == ["zero", "mean", "mean"]  # a resample is attributed at its expectation, the mean
     assert not torch.allclose(zero, mean)
     torch.testing.assert_close(resample, mean)
+
+
+def _ctx(organism, path, **settings):
+    """A stage context over the organism fixture's model and task with ``settings`` (dotted keys)."""
+    handle, task, _ = organism
+    return StageContext.of(handle, task, path, load_config(None, settings))

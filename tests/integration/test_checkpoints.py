@@ -19,16 +19,17 @@ import pandas as pd
 import pytest
 
 from mecharule.config import load_config
+from mecharule.context import StageContext
 from mecharule.interventions.engine import AblationEngine
 from mecharule.io.journal import Journal
 from mecharule.pipeline import Pipeline
 
 CONFIG = {
-    "measure.max_prompts": 2000,
-    "localize.n_covered": 24,
-    "localize.n_unrelated": 24,
-    "localize.n_reference": 64,
-    "localize.memory_budget_mb": 16,  # small screening batches: many pieces to kill between
+    "task.max_prompts": 2000,
+    "search.n_covered": 24,
+    "search.n_unrelated": 24,
+    "ablation.n_reference": 64,
+    "executor.memory_budget_mb": 16,  # small screening batches: many pieces to kill between
     "rules.max_rules": 1,
     "attribution.n_pairs": 16,
     "attribution.top_m": 32,
@@ -127,9 +128,8 @@ def test_attribute_skips_journaled_rules_whose_files_still_match(upstream, tmp_p
 
     def attributed(journal: Journal, kill_after: int | None = None) -> tuple[Meter, Any]:
         def run() -> Any:
-            return stage.attribute_rules(
-                pipe.handle, pipe.task, out, rules=rules, n_pairs=16, seed=0, journal=journal
-            )
+            ctx = StageContext.of(pipe.handle, pipe.task, out, pipe.config, journal)
+            return stage.attribute_rules(ctx, rules)
 
         with monkeypatch.context() as patch:
             meter = Meter(patch, stage, "_attribute_one", lambda *a, **k: 1, kill_after)
@@ -165,12 +165,7 @@ def test_attribute_skips_journaled_rules_whose_files_still_match(upstream, tmp_p
 def _prepare(out: Path, config: Any, pipe: Pipeline) -> Any:
     from mecharule.localization.stage import prepare
 
-    att = config.attribution
-    return prepare(
-        pipe.handle, pipe.task, out, pipe.localize_config, kind=att.unit_kind, top_m=att.top_m,
-        method=att.methods[0], max_rules=config.rules.max_rules, min_coverage=config.rules.min_coverage,
-        seed=config.seed,
-    )  # fmt: skip
+    return prepare(StageContext.of(pipe.handle, pipe.task, out, config))
 
 
 def _localize(out: Path, config: Any, pipe: Pipeline, journal: Journal | None, setups: list[Any]) -> None:
@@ -178,7 +173,7 @@ def _localize(out: Path, config: Any, pipe: Pipeline, journal: Journal | None, s
     from mecharule.localization.stage import localize
 
     setups.append(_prepare(out, config, pipe))
-    localize(pipe.handle, pipe.task, out, pipe.localize_config, setups[-1], seed=config.seed, journal=journal)
+    localize(StageContext.of(pipe.handle, pipe.task, out, config, journal), setups[-1])
 
 
 def _localization_files(out: Path) -> dict[str, Any]:
@@ -227,7 +222,7 @@ def test_validate_killed_in_brute_force_resumes_with_the_same_payload(
 
     def run(out: Path, journal: Journal) -> dict[str, Any]:
         setup = _prepare(out, config, pipe)
-        return validate(out, pipe.localize_config, setup, seed=config.seed, journal=journal)
+        return validate(StageContext.of(pipe.handle, pipe.task, out, config, journal), setup)
 
     plain = _copy(source, tmp_path / "plain")
     whole, expected = _measured(monkeypatch, lambda: run(plain, Journal(tmp_path / "j")))
@@ -257,10 +252,7 @@ def localized(upstream, tmp_path_factory):
 def _anchor(out: Path, config: Any, pipe: Pipeline, journal: Journal | None) -> dict[str, Any]:
     from mecharule.anchoring.stage import anchor
 
-    return anchor(
-        pipe.handle, pipe.task, out, config.anchor, pipe.localize_config, config.rules,
-        kind=config.attribution.unit_kind, seed=config.seed, journal=journal,
-    )  # fmt: skip
+    return anchor(StageContext.of(pipe.handle, pipe.task, out, config, journal))
 
 
 def test_anchor_killed_mid_flip_table_and_mid_rules_resumes_identically(
@@ -414,7 +406,7 @@ def test_a_real_sigkill_inside_a_stage_resumes_from_its_journal(stage, tmp_path)
 
     config = tmp_path / "run.yaml"
     data: dict[str, Any] = {}
-    for dotted, value in {**CONFIG, "localize.memory_budget_mb": 16}.items():
+    for dotted, value in {**CONFIG, "executor.memory_budget_mb": 16}.items():
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:

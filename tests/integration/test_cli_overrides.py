@@ -57,7 +57,7 @@ def _saved_config(rundir: Path) -> dict:
 
 
 def test_a_localize_override_reruns_localize_and_what_reads_it(run_copy):
-    result = _invoke("run", "--out", run_copy, "--set", "localize.tau=0.3")
+    result = _invoke("run", "--out", run_copy, "--set", "search.tau=0.3")
     assert result.exit_code == 0, result.output
     assert _stage_lines(result.stderr) == {
         "measure": "skipped",
@@ -68,12 +68,12 @@ def test_a_localize_override_reruns_localize_and_what_reads_it(run_copy):
         "report": "done",
     }
     saved = _saved_config(run_copy)
-    assert saved["localize"]["tau"] == 0.3
-    assert saved["localize"]["n_covered"] == 16 and saved["measure"]["max_prompts"] == 1500  # kept
+    assert saved["search"]["tau"] == 0.3
+    assert saved["search"]["n_covered"] == 16 and saved["task"]["max_prompts"] == 1500  # kept
 
 
 def test_a_speed_only_override_reruns_nothing(run_copy):
-    result = _invoke("run", "--out", run_copy, "--set", "measure.batch_size=7")
+    result = _invoke("run", "--out", run_copy, "--set", "executor.batch_size=7")
     assert result.exit_code == 0, result.output
     lines = _stage_lines(result.stderr)
     assert set(lines) == {"measure", "rules", "attribute", "localize", "anchor", "report"}
@@ -82,14 +82,14 @@ def test_a_speed_only_override_reruns_nothing(run_copy):
 
 
 def test_a_stage_command_applies_set_on_top_of_the_saved_config(run_copy):
-    result = _invoke("localize", run_copy, "--set", "localize.tau=0.3")
+    result = _invoke("localize", run_copy, "--set", "search.tau=0.3")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("localized → ")
     saved = _saved_config(run_copy)
-    assert saved["localize"]["tau"] == 0.3
-    assert saved["localize"]["n_covered"] == 16  # the saved, non-default value survives
+    assert saved["search"]["tau"] == 0.3
+    assert saved["search"]["n_covered"] == 16  # the saved, non-default value survives
     assert saved["attribution"]["top_m"] == 16
-    assert RunDir(run_copy).manifest()["stages"]["localize"]["inputs"]["config"]["localize.tau"] == 0.3
+    assert RunDir(run_copy).manifest()["stages"]["localize"]["inputs"]["config"]["search.tau"] == 0.3
 
 
 def test_an_option_that_changes_upstream_names_the_fix_with_the_same_options(run_copy):
@@ -105,14 +105,14 @@ def test_an_option_that_changes_upstream_names_the_fix_with_the_same_options(run
     ("assignment", "phrases"),
     [
         (
-            "localize.tua=0.3",
-            ("unknown config key 'localize.tua'", "did you mean 'localize.tau'", "n_covered"),
+            "search.tua=0.3",
+            ("unknown config key 'search.tua'", "did you mean 'search.tau'", "n_covered"),
         ),
-        ("tau=0.3", ("unknown config key 'tau'", "did you mean 'localize.tau'", "validate_brute_force")),
-        ("localize.predicate=obsrved", ("'ucb', 'contrastive' or 'observed'", "did you mean 'observed'")),
-        ("attribution.methods=[atp,eap_gi]", ("attribution.methods.1", "did you mean 'eap_ig'")),
-        ("measure.batch_size=aut", ("a valid integer or 'auto'", "did you mean 'auto'")),
-        ("localize.tau", ("--set expects KEY=VALUE",)),
+        ("tau=0.3", ("unknown config key 'tau'", "did you mean 'search.tau'", "keys of the config: seed")),
+        ("search.predicate=obsrved", ("unknown predicate 'obsrved'", "did you mean 'observed'")),
+        ("attribution.methods=[atp,eap_gi]", ("attribution.methods", "did you mean 'eap_ig'")),
+        ("executor.batch_size=aut", ("a valid integer or 'auto'", "did you mean 'auto'")),
+        ("search.tau", ("--set expects KEY=VALUE",)),
     ],
 )
 def test_a_bad_set_is_one_line_with_did_you_mean(run_copy, assignment, phrases):
@@ -126,12 +126,12 @@ def test_a_bad_set_is_one_line_with_did_you_mean(run_copy, assignment, phrases):
 
 
 def test_config_show_prints_the_effective_config(run_copy, tmp_path):
-    result = _invoke("config", "show", run_copy, "--set", "localize.tau=0.3", "--set", "seed=4")
+    result = _invoke("config", "show", run_copy, "--set", "search.tau=0.3", "--set", "seed=4")
     assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
-    expected = load_config(None, {**SMALL, "localize.tau": 0.3, "seed": 4})
+    expected = load_config(None, {**SMALL, "search.tau": 0.3, "seed": 4})
     assert shown == expected.model_dump(mode="json")
-    assert _saved_config(run_copy)["localize"]["tau"] == 0.2  # showing changes nothing
+    assert _saved_config(run_copy)["search"]["tau"] == 0.2  # showing changes nothing
 
     defaults = yaml.safe_load(_invoke("config", "show").stdout)
     assert defaults == RunConfig().model_dump(mode="json")
@@ -164,7 +164,6 @@ def test_the_example_config_lists_every_field_with_its_default():
     assert not missing, f"examples/arithmetic.yaml lacks {missing}"
     loaded = load_config(ROOT / "examples" / "arithmetic.yaml").model_dump(mode="json")
     defaults = RunConfig().model_dump(mode="json")
-    loaded["measure"]["task_options"] = defaults["measure"]["task_options"]  # spelled out there
     assert loaded == defaults
 
 
@@ -219,13 +218,13 @@ def test_a_task_outside_the_package_runs_as_module_factory(tmp_path, monkeypatch
         "--model",
         "zoo:arithmetic",
         "--set",
-        "measure.task_options.max_operand=29",
+        "task.options.max_operand=29",
     )
     assert result.exit_code == 0, result.output
     assert "prompts: 30" in result.stdout
     saved = _saved_config(out)
-    assert saved["measure"]["task"] == "doubling_task:make_doubling"
-    assert saved["measure"]["task_options"] == {"max_operand": 29}
+    assert saved["task"]["name"] == "doubling_task:make_doubling"
+    assert saved["task"]["options"] == {"max_operand": 29}
     assert (out / "behaviour.parquet").exists()
 
     misspelt = _invoke("measure", "--out", tmp_path / "r2", "--task", "doubling_task:make_doublin")

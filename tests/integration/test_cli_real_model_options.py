@@ -34,7 +34,7 @@ def test_measure_takes_device_dtype_and_max_prompts_without_a_config(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((out / "run.json").read_text())["config"]
     assert config["model"] == {"name": "zoo:arithmetic", "device": "cpu", "dtype": "bfloat16"}
-    assert config["measure"]["max_prompts"] == 40
+    assert config["task"]["max_prompts"] == 40
     assert "prompts: 40" in result.output
     assert "on cpu" in result.output  # the sizing line
 
@@ -49,11 +49,7 @@ def test_bad_dtype_is_a_one_line_error(tmp_path):
 
 def test_real_models_get_the_tasks_real_model_format_unless_set(tmp_path):
     def options(name: str, task: str, **task_options: object) -> dict:
-        config = load_config(None, {"model.name": name, "measure.task": task})
-        if task_options:
-            config = config.model_copy(
-                update={"measure": config.measure.model_copy(update={"task_options": task_options})}
-            )
+        config = load_config(None, {"model.name": name, "task.name": task, "task.options": task_options})
         return Pipeline(config, tmp_path / "unused").task_options()
 
     assert options("zoo:arithmetic", "arithmetic") == {}

@@ -18,10 +18,10 @@ from mecharule.config import load_config
 from mecharule.pipeline import Pipeline, default_stages
 
 SMALL = {
-    "measure.max_prompts": 3000,
-    "localize.n_covered": 24,
-    "localize.n_unrelated": 24,
-    "localize.n_reference": 64,
+    "task.max_prompts": 3000,
+    "search.n_covered": 24,
+    "search.n_unrelated": 24,
+    "ablation.n_reference": 64,
     "rules.max_rules": 1,
     "attribution.n_pairs": 16,
     "attribution.top_m": 32,
@@ -33,7 +33,7 @@ SMALL = {
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    config = load_config(None, {**SMALL, "validate_brute_force": True})
+    config = load_config(None, {**SMALL, "validation.brute_force": True})
     pipe = Pipeline(config, out)
     ran = {stage: getattr(pipe, stage)() for stage in default_stages(config)}
     return out, config, ran
@@ -96,20 +96,7 @@ def test_validation_counts_strong_agonists_the_shortlist_dropped(finished_run):
             if outside:
                 assert b["recall"] < 1 and b["shortlist_recall"] < 1
                 assert b["recall"] == round(b["found"] / (b["in_shortlist"] + outside), 4)
-    pipe = Pipeline(config, out)
-    att = config.attribution
-    setup = prepare(
-        pipe.handle,
-        pipe.task,
-        out,
-        pipe.localize_config,
-        kind=att.unit_kind,
-        top_m=att.top_m,
-        method=att.methods[0],
-        max_rules=config.rules.max_rules,
-        min_coverage=config.rules.min_coverage,
-        seed=config.seed,
-    )
+    setup = prepare(Pipeline(config, out).context())
     problem, row = max(dropped, key=lambda item: item[1]["effect"])
     layer, index = row["unit"].removeprefix("L").replace("]", "").split(".mlp[")
     from mecharule.models.sites import Site
@@ -134,7 +121,7 @@ def test_changing_a_late_option_reruns_only_later_stages(finished_run, tmp_path)
     out, _, _ = finished_run
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
-    config = load_config(None, {**SMALL, "validate_brute_force": True, "anchor.max_agonists": 2})
+    config = load_config(None, {**SMALL, "validation.brute_force": True, "anchor.max_agonists": 2})
     pipe = Pipeline(config, copy)
     ran = {stage: getattr(pipe, stage)() for stage in default_stages(config)}
     assert not ran["measure"] and not ran["rules"] and not ran["localize"]
@@ -189,9 +176,7 @@ def test_config_file_sets_options_and_rejects_unknown_keys(tmp_path):
     good = tmp_path / "c.yaml"
     good.write_text("seed: 3\nmeasure:\n  max_prompts: 100\nlocalize:\n  predicate: contrastive\n")
     config = load_config(good)
-    assert (
-        config.seed == 3 and config.measure.max_prompts == 100 and config.localize.predicate == "contrastive"
-    )
+    assert config.seed == 3 and config.task.max_prompts == 100 and config.search.predicate == "contrastive"
     bad = tmp_path / "bad.yaml"
     bad.write_text("localize:\n  predicat: ucb\n")
     result = CliRunner().invoke(app, ["run", "--out", str(tmp_path / "r"), "--config", str(bad)])
@@ -236,7 +221,7 @@ def test_organism_training_report_meets_the_bar():
 def test_example_configs_load(name):
     root = Path(__file__).resolve().parents[2]
     config = load_config(root / "examples" / name)
-    assert config.measure.task == "arithmetic"
+    assert config.task.name == "arithmetic"
 
 
 def test_measure_options_do_not_override_a_config_file(tmp_path):

@@ -57,7 +57,9 @@ def organism_by_hand() -> tuple[object, object]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Run:
-    return mecharule.run({**SMALL, "validate_brute_force": True}, tmp_path_factory.mktemp("run") / "by-name")
+    return mecharule.run(
+        {**SMALL, "validation.brute_force": True}, tmp_path_factory.mktemp("run") / "by-name"
+    )
 
 
 def test_the_python_api_doc_runs_as_written(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ def counted(monkeypatch):
 
 
 def test_every_stage_shares_one_computation_of_the_tables_and_the_pool(tmp_path, counted):
-    config = load_config(None, {**SMALL_RUN, "validate_brute_force": True})
+    config = load_config(None, {**SMALL_RUN, "validation.brute_force": True})
     pipe = Pipeline(config, tmp_path)
     for stage in ("measure", "rules", "attribute", "localize", "validate", "anchor"):
         getattr(pipe, stage)()
@@ -72,5 +72,5 @@ def test_a_new_measure_drops_the_stored_references(tmp_path):
     for stage in ("measure", "rules", "attribute"):
         getattr(pipe, stage)()
     assert any((tmp_path / "reference").iterdir())
-    Pipeline(load_config(None, {**SMALL_RUN, "measure.max_prompts": 1400}), tmp_path).measure()
+    Pipeline(load_config(None, {**SMALL_RUN, "task.max_prompts": 1400}), tmp_path).measure()
     assert not (tmp_path / "reference").exists()

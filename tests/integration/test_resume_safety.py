@@ -117,13 +117,13 @@ def test_a_damaged_behaviour_table_is_recomputed_on_resume(run_copy):
 
 
 def test_speed_only_settings_are_not_in_the_key(run_copy):
-    pipe = _pipe(run_copy, **{"measure.batch_size": 7, "localize.memory_budget_mb": 64})
+    pipe = _pipe(run_copy, **{"executor.batch_size": 7, "executor.memory_budget_mb": 64})
     assert not any(getattr(pipe, stage)() for stage in ["measure", "rules", "attribute", "localize"])
 
 
 def test_an_option_a_stage_reads_is_in_its_key():
     base = _pipe(Path("unused"))
-    positions = _pipe(Path("unused"), **{"localize.positions": "all"})
+    positions = _pipe(Path("unused"), **{"ablation.positions": "all"})
     assert base.stage_hash("attribute") != positions.stage_hash("attribute")  # attribute reads it
     assert base.stage_hash("rules") == positions.stage_hash("rules")  # rules does not
 
@@ -153,8 +153,8 @@ def test_new_weights_invalidate_measure(tmp_path):
     out = tmp_path / "run"
     options = {
         "model.name": str(model_dir),
-        "measure.max_prompts": 200,
-        "measure.task_options": {"prompt_format": "raw"},
+        "task.max_prompts": 200,
+        "task.options": {"prompt_format": "raw"},
     }
     assert _pipe(out, **options).measure() is True
     assert _pipe(out, **options).measure() is False

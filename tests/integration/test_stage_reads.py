@@ -15,16 +15,17 @@ from pydantic import BaseModel
 
 from mecharule.config import load_config
 from mecharule.pipeline import Pipeline, default_stages
+from mecharule.random_streams import describe
 from mecharule.stage_inputs import SPEED_ONLY, STAGE_INPUTS, read_fields
 
 from .small_run import SMALL_RUN
 
 SMALL = {
     **SMALL_RUN,
-    "measure.max_prompts": 1200,
+    "task.max_prompts": 1200,
     "anchor.max_eval_prompts": 200,
     "anchor.max_agonists": 2,
-    "validate_brute_force": True,
+    "validation.brute_force": True,
 }
 
 
@@ -91,6 +92,7 @@ def test_every_field_a_stage_reads_is_in_its_key(tmp_path):
         reads.stage = stage
         assert getattr(pipe, stage)() is True
     assert {"measure", "rules", "attribute", "localize", "validate", "anchor"} <= set(reads.by_stage)
+    assert pipe.rundir.manifest()["random_streams"] == describe(config.seed)  # named, recorded
     for stage, fields in reads.by_stage.items():
         if stage not in STAGE_INPUTS:
             continue  # the report reads what the stages wrote, keyed by their keys

@@ -13,11 +13,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "mecharule"
-MAX_SEARCH_LINES = 500
-# Owned by another line of work; reported, not failed.
-KNOWN_CYCLE_PREFIXES = ("mecharule.tasks", "mecharule.cli")
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60
 
 
 def _module_files() -> dict[str, Path]:
@@ -125,32 +126,11 @@ def one_cycle(graph: dict[str, set[str]], component: list[str]) -> list[str]:
     return component
 
 
-def _is_known(component: list[str]) -> bool:
-    return all(module.startswith(KNOWN_CYCLE_PREFIXES) for module in component)
-
-
-def test_the_graph_sees_a_planted_cycle():
-    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
-    (component,) = strongly_connected(graph)
-    assert component == ["a", "b", "c"]
-    assert one_cycle(graph, component) == ["a", "b", "c", "a"]
-
-
-def test_module_level_imports_skip_function_bodies():
-    tree = ast.parse("import x\nif T:\n    import y\ndef f():\n    import z\nclass C:\n    import w\n")
-    names = {alias.name for node in _module_level_imports(tree) for alias in node.names}
-    assert names == {"x", "y"}
-
-
 def test_no_import_cycles_among_mecharule_modules():
     graph = import_graph()
     assert "mecharule.search.cha" in graph["mecharule.search"]
-    components = strongly_connected(graph)
-    known = [component for component in components if _is_known(component)]
-    for component in known:
-        sys.stderr.write(f"known cycle (tasks/cli): {' -> '.join(one_cycle(graph, component))}\n")
-    unknown = [" -> ".join(one_cycle(graph, c)) for c in components if not _is_known(c)]
-    assert not unknown, "import cycles:\n" + "\n".join(unknown)
+    cycles = [" -> ".join(one_cycle(graph, c)) for c in strongly_connected(graph)]
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
 def test_search_imports_without_torch():
@@ -163,11 +143,42 @@ def test_search_imports_without_torch():
     assert result.returncode == 0, result.stderr
 
 
-def test_search_modules_are_small():
+def test_modules_are_small():
     sizes = {
-        module: len(path.read_text(encoding="utf-8").splitlines())
-        for module, path in _module_files().items()
-        if module.startswith("mecharule.search")
+        module: len(path.read_text(encoding="utf-8").splitlines()) for module, path in _module_files().items()
     }
-    too_long = {module: lines for module, lines in sizes.items() if lines > MAX_SEARCH_LINES}
-    assert not too_long, f"modules over {MAX_SEARCH_LINES} lines: {too_long}"
+    too_long = {module: lines for module, lines in sizes.items() if lines > MAX_MODULE_LINES}
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+
+
+def function_lengths() -> dict[str, int]:
+    """``{module:function: lines from its def to its last line}`` (decorators excluded), nested too."""
+    lengths = {}
+    for module, path in _module_files().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lengths[f"{module}:{node.name}@{node.lineno}"] = (
+                    (node.end_lineno or node.lineno) - node.lineno + 1
+                )
+    return lengths
+
+
+def test_functions_are_short():
+    too_long = {name: n for name, n in function_lengths().items() if n > MAX_FUNCTION_LINES}
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines: {too_long}"
+
+
+def test_the_size_checks_can_fail(tmp_path, monkeypatch):
+    """A planted 61-line function and 501-line module are reported."""
+    layout = sys.modules[__name__]
+
+    body = "def planted():\n" + "    x = 1\n" * 60
+    (tmp_path / PACKAGE).mkdir()
+    (tmp_path / PACKAGE / "big.py").write_text(body + "\n" * (501 - 61))
+    monkeypatch.setattr(layout, "SRC", tmp_path)
+    assert layout.function_lengths() == {"mecharule.big:planted@1": 61}
+    with pytest.raises(AssertionError, match=r"mecharule\.big"):
+        layout.test_modules_are_small()
+    with pytest.raises(AssertionError, match="planted"):
+        layout.test_functions_are_short()

@@ -109,7 +109,7 @@ def test_run_reads_every_stage_that_ran(synthetic):
         (Rule((Condition("op_is_mul", ">=", 0.5), Condition("a", ">=", 50))),)
     )
     assert run.summary is not None and run.summary["n_prompts"] == 600
-    assert run.config is not None and run.config.measure.task == "arithmetic"
+    assert run.config is not None and run.config.task.name == "arithmetic"
 
 
 def test_stages_that_did_not_run_read_as_none(tmp_path):
@@ -210,13 +210,13 @@ def test_configs_from_a_dict_a_path_or_dotted_keys(tmp_path):
     from mecharule.api import as_config, as_handle
     from mecharule.config import RunConfig
 
-    nested = as_config({"measure": {"max_prompts": 40}, "localize.tau": 0.3})
-    assert nested.measure.max_prompts == 40 and nested.localize.tau == 0.3
+    nested = as_config({"measure": {"max_prompts": 40}, "search.tau": 0.3})
+    assert nested.task.max_prompts == 40 and nested.search.tau == 0.3
     (tmp_path / "c.yaml").write_text("seed: 7\n")
     assert as_config(tmp_path / "c.yaml").seed == 7 and as_config(str(tmp_path / "c.yaml")).seed == 7
     assert as_config(None) == RunConfig()
-    with pytest.raises(ConfigError, match="localize"):
-        as_config({"localize": {"nope": 1}})
+    with pytest.raises(ConfigError, match=r"search\.nope"):
+        as_config({"search": {"nope": 1}})
     with pytest.raises(ConfigError, match="got a int"):
         as_config(3)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"\(model, tokenizer\) pair"):

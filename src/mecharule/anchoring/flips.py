@@ -16,13 +16,10 @@ import numpy as np
 import pandas as pd
 
 from mecharule.interventions.engine import AblationEngine
-from mecharule.interventions.hooks import SiteKey
-from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.io.journal import Journal
-from mecharule.localization.oracle import groups_per_piece
-from mecharule.models.loading import ModelHandle
+from mecharule.localization.oracle import EngineInputs, groups_per_piece
 from mecharule.models.sites import Site
-from mecharule.tasks.base import Task, stop_strings_of
+from mecharule.random_streams import stream
 
 FLIP_TARGETS = ("any", "true_to_false", "false_to_true")
 
@@ -41,34 +38,20 @@ def agonists_from_summary(summary: Mapping[str, Any], limit: int) -> list[tuple[
 def evaluation_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray:
     if n_rows <= max_rows:
         return np.arange(n_rows)
-    return np.sort(np.random.default_rng([seed, 13]).choice(n_rows, size=max_rows, replace=False))
+    return np.sort(stream(seed, "anchor.rows").choice(n_rows, size=max_rows, replace=False))
 
 
 def flip_table(
-    handle: ModelHandle,
-    task: Task,
+    inputs: EngineInputs,
     behaviour: pd.DataFrame,
     rows: np.ndarray,
     units: Sequence[Site],
-    tables: Mapping[SiteKey, ValueTable],
-    positions: PositionMode,
-    memory_budget_mb: int | str,
     journal: Journal | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """``row, split, baseline`` + one bool column per unit (its label under ablation); dropped count.
 
     ``journal``: keep each unit's column there, and take those an earlier (killed) run kept."""
-    engine = AblationEngine(
-        handle,
-        behaviour.iloc[rows],
-        task.score,
-        tables,
-        task.max_new_tokens,
-        positions=positions,
-        stored_labels=behaviour["label"].to_numpy(bool)[rows],
-        memory_budget_mb=memory_budget_mb,
-        stop_strings=stop_strings_of(task),
-    )
+    engine = inputs.engine(behaviour.iloc[rows], stored_labels=behaviour["label"].to_numpy(bool)[rows])
     kept = np.delete(rows, engine.dropped)
     table = pd.DataFrame(
         {"row": kept, "split": behaviour["split"].to_numpy()[kept], "baseline": engine.baseline_labels}

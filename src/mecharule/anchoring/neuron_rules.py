@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,24 +37,32 @@ def _mcc(metrics: Mapping[str, Any] | None, scope: str) -> float:
     return float(metrics[scope].get("mcc") or 0.0)
 
 
-def target_rules(
-    X: pd.DataFrame,
-    y: np.ndarray,
-    is_test: np.ndarray,
-    glossary: Glossary,
-    extractor: str,
-    options: Mapping[str, Any],
-    seed: int,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AnchorFit:
+    """How anchored rules are fitted and judged: the extractor with its options and seed, the
+    features' glossary, the coverage a rule needs and the HQ threshold; ``journal``: where finished
+    units are kept (None: nowhere)."""
+
+    glossary: Glossary
+    extractor: str
+    options: Mapping[str, Any]
+    seed: int
+    min_coverage: float
+    hq_threshold: float
+    journal: Journal | None = None
+
+
+def target_rules(X: pd.DataFrame, y: np.ndarray, is_test: np.ndarray, fit: AnchorFit) -> dict[str, Any]:
     n_pos = int(y[~is_test].sum())
     n_train = int((~is_test).sum())
     if n_pos < MIN_POSITIVES or n_train - n_pos < MIN_POSITIVES:
         return {
             "skipped": f"{n_pos} positives among {n_train} train rows (need {MIN_POSITIVES} of each class)"
         }
-    report = extract_and_score(X, y, is_test, extractor=extractor, seed=seed, options=dict(options)).to_dict(
-        glossary
+    scored = extract_and_score(
+        X, y, is_test, extractor=fit.extractor, seed=fit.seed, options=dict(fit.options)
     )
+    report = scored.to_dict(fit.glossary)
     control = report.get("control") or {}
     return {
         "readable": report["rules"]["readable"],
@@ -105,30 +114,24 @@ def anchor_units(
     flips: pd.DataFrame,
     features: pd.DataFrame,
     units: Sequence[str],
-    glossary: Glossary,
-    *,
-    extractor: str,
-    options: Mapping[str, Any],
-    seed: int,
-    min_coverage: float,
-    hq_threshold: float,
+    fit: AnchorFit,
     targets: Sequence[str] = FLIP_TARGETS,
-    journal: Journal | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per unit: flip rates, rules per flip target, the best target and its control.
 
-    ``journal``: keep each unit's entry there, and take those an earlier (killed) run kept."""
+    ``fit.journal``: keep each unit's entry there, and take those an earlier (killed) run kept."""
     X = features.iloc[flips["row"].to_numpy()].reset_index(drop=True)
     is_test = (flips["split"] == "test").to_numpy()
+    journal = fit.journal
     out = []
     for unit in units:
         key = f"anchored|{','.join(targets)}|{unit}|{_flip_digest(flips, unit)}"
         entry = journal.get(key) if journal is not None else None
         if not isinstance(entry, dict):
-            entry = _anchor_unit(flips, X, is_test, unit, glossary, extractor, options, seed, targets)
-            entry["best"] = best_target(entry["targets"], min_coverage)
-            entry["best_control"] = best_target(entry["targets"], min_coverage, control=True)
-            entry["hq"] = bool(entry["best"]["target"]) and entry["best"]["test_mcc"] >= hq_threshold
+            entry = _anchor_unit(flips, (X, is_test), unit, fit, targets)
+            entry["best"] = best_target(entry["targets"], fit.min_coverage)
+            entry["best_control"] = best_target(entry["targets"], fit.min_coverage, control=True)
+            entry["hq"] = bool(entry["best"]["target"]) and entry["best"]["test_mcc"] >= fit.hq_threshold
             if journal is not None:
                 entry = _plain(entry)  # as the journal will give it back (numpy scalars -> JSON)
                 journal.put(key, entry)
@@ -138,21 +141,19 @@ def anchor_units(
 
 def _anchor_unit(
     flips: pd.DataFrame,
-    X: pd.DataFrame,
-    is_test: np.ndarray,
+    data: tuple[pd.DataFrame, np.ndarray],
     unit: str,
-    glossary: Glossary,
-    extractor: str,
-    options: Mapping[str, Any],
-    seed: int,
+    fit: AnchorFit,
     targets: Sequence[str],
 ) -> dict[str, Any]:
+    """``data``: the features of the flip table's rows and which of them are TEST rows."""
+    X, is_test = data
     per_target = {}
     rates = {}
     for target in targets:
         y = flip_target(flips, unit, target)
         rates[target] = round(float(y.mean()), 4)
-        per_target[target] = target_rules(X, y, is_test, glossary, extractor, options, seed)
+        per_target[target] = target_rules(X, y, is_test, fit)
     return {"site": unit, "n_eval": len(flips), "flip_rates": rates, "targets": per_target}
 
 

@@ -2,97 +2,95 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mecharule.anchoring.flips import agonists_from_summary, evaluation_rows, flip_table
-from mecharule.anchoring.neuron_rules import anchor_units, hq_counts
-from mecharule.config import AnchorConfig, LocalizeConfig, RulesConfig
-from mecharule.io.journal import Journal
+from mecharule.anchoring.neuron_rules import AnchorFit, anchor_units, hq_counts
+from mecharule.config import AnchorConfig
+from mecharule.context import StageContext
 from mecharule.io.rundir import read_json, write_json, write_parquet
+from mecharule.localization.oracle import EngineInputs
 from mecharule.localization.stage import value_tables
-from mecharule.models.loading import ModelHandle
-from mecharule.models.sites import Site, UnitKind
+from mecharule.models.sites import Site
 from mecharule.rules.stage import feature_glossary, load_rule_inputs
-from mecharule.tasks.base import Task
 
 
-def random_control_units(
-    handle: ModelHandle, kind: UnitKind, exclude: set[Site], n: int, seed: int
-) -> list[Site]:
+def random_control_units(ctx: StageContext, exclude: set[Site], n: int) -> list[Site]:
+    """``n`` units of the run's kind drawn at random (seeded) among those not in ``exclude``."""
+    kind, arch = ctx.config.units.kind, ctx.handle.arch
     pool = [
         Site(layer, kind, i)
-        for layer in range(handle.arch.n_layers)
-        for i in range(handle.arch.width(kind))
+        for layer in range(arch.n_layers)
+        for i in range(arch.width(kind))
         if Site(layer, kind, i) not in exclude
     ]
-    rng = np.random.default_rng([seed, 17])
-    pick = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
+    pick = ctx.rng("anchor.controls").choice(len(pool), size=min(n, len(pool)), replace=False)
     return [pool[i] for i in sorted(pick)]
 
 
-def anchor(
-    handle: ModelHandle,
-    task: Task,
-    run_dir: Path,
-    cfg: AnchorConfig,
-    localize_cfg: LocalizeConfig,
-    rules_cfg: RulesConfig,
-    *,
-    kind: UnitKind,
-    seed: int,
-    journal: Journal | None = None,
-) -> dict[str, Any]:
+def anchor(ctx: StageContext) -> dict[str, Any]:
     """The flip table of the strongest agonists and their random controls, then the rules anchored
     in each unit → ``flips.parquet`` and ``neuron_rules.json``.
 
-    ``journal``: keep each unit's flip column and anchored-rule entry there as it is finished, and
-    take those an earlier (killed) run kept, so a kill loses at most the units in flight; the
-    reference tables and the baseline pass are recomputed on resume. The caller discards it.
+    With ``ctx.journal``, keep each unit's flip column and anchored-rule entry there as it is
+    finished, and take those an earlier (killed) run kept, so a kill loses at most the units in
+    flight; the reference tables and the baseline pass are recomputed on resume. The caller
+    discards the journal.
     """
-    behaviour, features, defs = load_rule_inputs(run_dir)
-    glossary = feature_glossary(defs, features)
-    localized = agonists_from_summary(read_json(run_dir / "localization" / "summary.json"), 10**9)
+    cfg = ctx.config.anchor
+    behaviour, features, defs = load_rule_inputs(ctx.path)
+    localized = agonists_from_summary(read_json(ctx.path / "localization" / "summary.json"), 10**9)
     agonists = [site for site, _ in localized[: cfg.max_agonists]]
     every_agonist = {site for site, _ in localized}  # controls avoid agonists of ANY rule or regime
-    controls = random_control_units(handle, kind, every_agonist, len(agonists) * cfg.n_random_controls, seed)
-    rows = evaluation_rows(len(behaviour), cfg.max_eval_prompts, seed)
-    tables = value_tables(handle, behaviour, kind, localize_cfg, seed, run_dir)
-    flips, dropped = flip_table(
-        handle,
-        task,
-        behaviour,
-        rows,
-        agonists + controls,
-        tables,
-        localize_cfg.positions,
-        localize_cfg.memory_budget_mb,
-        journal,
+    controls = random_control_units(ctx, every_agonist, len(agonists) * cfg.n_random_controls)
+    rows = evaluation_rows(len(behaviour), cfg.max_eval_prompts, ctx.seed)
+    inputs = EngineInputs(
+        ctx.handle,
+        ctx.task,
+        value_tables(ctx, behaviour),
+        ctx.config.ablation.positions,
+        ctx.memory_budget_mb,
     )
+    flips, dropped = flip_table(inputs, behaviour, rows, agonists + controls, ctx.journal)
     write_parquet(
-        run_dir / "flips.parquet", flips.drop(columns=[str(u) for u in controls]), {"dropped": dropped}
+        ctx.path / "flips.parquet", flips.drop(columns=[str(u) for u in controls]), {"dropped": dropped}
     )
-    common: dict[str, Any] = {
-        "extractor": rules_cfg.extractor,
-        "options": dict(rules_cfg.options) | dict(cfg.rule_options),
-        "seed": seed,
-        "min_coverage": cfg.min_coverage,
-        "hq_threshold": cfg.hq_threshold,
-        "journal": journal,
-    }
-    anchored = anchor_units(flips, features, [str(u) for u in agonists], glossary, **common)
-    control_entries = anchor_units(
-        flips, features, [str(u) for u in controls], glossary, **common, targets=("any",)
+    rules = ctx.config.rules
+    fit = AnchorFit(
+        feature_glossary(defs, features),
+        rules.extractor,
+        dict(rules.options) | dict(cfg.rule_options),
+        ctx.seed,
+        cfg.min_coverage,
+        cfg.hq_threshold,
+        ctx.journal,
     )
+    anchored = anchor_units(flips, features, [str(u) for u in agonists], fit)
+    control_entries = anchor_units(flips, features, [str(u) for u in controls], fit, targets=("any",))
+    evaluation = "all prompts" if len(rows) == len(behaviour) else f"seeded random sample of {len(rows)}"
+    payload = _payload(cfg, (evaluation, dropped), flips, anchored, (controls, control_entries))
+    write_json(ctx.path / "neuron_rules.json", payload)
+    return payload
+
+
+def _payload(
+    cfg: AnchorConfig,
+    evaluation: tuple[str, int],
+    flips: pd.DataFrame,
+    anchored: list[dict[str, Any]],
+    controls: tuple[list[Site], list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """``neuron_rules.json``. ``evaluation``: which prompts were evaluated, and how many dropped."""
+    evaluated, dropped = evaluation
+    control_units, control_entries = controls
     payload = {
-        "n_agonists": len(agonists),
+        "n_agonists": len(anchored),
         "n_eval": len(flips),
         "dropped_unreproduced": dropped,
-        "evaluation": "all prompts"
-        if len(rows) == len(behaviour)
-        else f"seeded random sample of {len(rows)}",
+        "evaluation": evaluated,
         "hq_threshold": cfg.hq_threshold,
         "min_coverage": cfg.min_coverage,
         "agonists": anchored,
@@ -104,7 +102,7 @@ def anchor(
             },
             "random_neurons": {
                 "note": "random non-agonist units of the same count, flip target 'any'",
-                "units": [str(u) for u in controls],
+                "units": [str(u) for u in control_units],
                 "hq_counts": hq_counts([c["best"] for c in control_entries]),
                 "flip_rate_any_mean": round(
                     float(np.mean([c["flip_rates"]["any"] for c in control_entries])), 4
@@ -114,5 +112,4 @@ def anchor(
             },
         },
     }
-    write_json(run_dir / "neuron_rules.json", payload)
     return payload

@@ -1,7 +1,7 @@
 """Attribution: cheap per-unit estimates of ablation effects, used to pick search candidates.
 
-Methods (one per file, formula and cost in each docstring), registered in :data:`ATTRIBUTORS` under a
-common call ``attributor(handle, request) -> Tensor[n_layers, width]``:
+Methods (one file each in :mod:`.methods`, formula and cost in each docstring), registered in
+:data:`ATTRIBUTORS` with a common call ``method(handle, request) -> Tensor[n_layers, width]``:
 
 * ``atp`` — attribution patching toward the ablation values (:func:`atp_scores`);
 * ``eap_ig`` — EAP-IG-inputs on clean/corrupted prompt pairs (:func:`eap_ig_scores`);
@@ -13,85 +13,16 @@ Scores are signed (negative = the intervention is predicted to lower the answer'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from mecharule.attribution.atp import atp_scores
-from mecharule.attribution.atp_graddrop import atp_graddrop_scores
-from mecharule.attribution.eap_ig import eap_ig_scores
+from mecharule.attribution.method import ATTRIBUTORS, AttributionMethod, AttributionRequest
+from mecharule.attribution.methods.atp import atp_scores
+from mecharule.attribution.methods.atp_graddrop import atp_graddrop_scores
+from mecharule.attribution.methods.eap_ig import eap_ig_scores
 from mecharule.errors import ConfigError
-from mecharule.interventions.hooks import SiteKey
-from mecharule.interventions.values import PositionMode, ValueTable
-from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site, UnitKind, check_unit_kind
-from mecharule.registry import Registry
 from mecharule.shortlist import TopM, candidate_count
-
-
-@dataclass(frozen=True)
-class AttributionRequest:
-    """What any attributor may need. ``corrupted_prompts`` (EAP-IG) pair 1:1 with ``prompts``;
-    ``tables`` (AtP) hold the ablation values of every layer of ``kind``."""
-
-    prompts: Sequence[str]
-    answers: Sequence[str]
-    kind: UnitKind
-    positions: PositionMode = "decode"
-    tables: Mapping[SiteKey, ValueTable] | None = None
-    corrupted_prompts: Sequence[str] | None = None
-    ig_steps: int = 8
-    batch_size: int = 64
-
-
-Attributor = Callable[[ModelHandle, AttributionRequest], torch.Tensor]
-ATTRIBUTORS: Registry[Attributor] = Registry("attributor")
-
-
-def _patching_attributor(name: str, scores: Callable[..., torch.Tensor]) -> Attributor:
-    """An attributor over the ablation value tables (AtP and its GradDrop variant)."""
-
-    def attribute(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
-        if request.tables is None:
-            raise ConfigError(
-                f"attributor {name!r} needs ablation value tables (request.tables); none were given"
-            )
-        return scores(
-            handle,
-            request.prompts,
-            request.answers,
-            request.tables,
-            request.kind,
-            request.positions,
-            request.batch_size,
-        )
-
-    return attribute
-
-
-ATTRIBUTORS.register("atp")(_patching_attributor("atp", atp_scores))
-ATTRIBUTORS.register("atp_gd")(_patching_attributor("atp_gd", atp_graddrop_scores))
-
-
-@ATTRIBUTORS.register("eap_ig")
-def _attribute_eap_ig(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
-    if request.corrupted_prompts is None:
-        raise ConfigError(
-            "attributor 'eap_ig' needs corrupted prompts paired with the clean ones "
-            "(request.corrupted_prompts); none were given"
-        )
-    return eap_ig_scores(
-        handle,
-        request.prompts,
-        request.corrupted_prompts,
-        request.answers,
-        request.kind,
-        request.ig_steps,
-        request.positions,
-        request.batch_size,
-    )
 
 
 def select_candidates(
@@ -120,8 +51,8 @@ def select_candidates(
 
 __all__ = [
     "ATTRIBUTORS",
+    "AttributionMethod",
     "AttributionRequest",
-    "Attributor",
     "TopM",
     "atp_graddrop_scores",
     "atp_scores",

@@ -22,6 +22,7 @@ recomputed on resume unless every rule is finished.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -36,12 +37,13 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from mecharule.attribution import ATTRIBUTORS, AttributionRequest, select_candidates
+from mecharule.attribution import ATTRIBUTORS, AttributionMethod, AttributionRequest, select_candidates
+from mecharule.context import StageContext
 from mecharule.errors import ConfigError, DataError
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import AblationKind, PositionMode, ValueTable
 from mecharule.io.journal import Journal
-from mecharule.io.rundir import SCHEMA_VERSION, RunDir, atomic_path, read_json, read_parquet, write_json
+from mecharule.io.rundir import SCHEMA_VERSION, atomic_path, read_json, read_parquet, write_json
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import UnitKind, check_unit_kind
 from mecharule.sampling import (
@@ -53,7 +55,6 @@ from mecharule.sampling import (
     spectral_embedding,
     stratified_sample,
 )
-from mecharule.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -87,92 +88,128 @@ class _Pool:
     clustering: Clustering
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """The attribution settings of a run, and what every rule is attributed with."""
+
+    handle: ModelHandle
+    task: str
+    methods: tuple[str, ...]
+    kind: UnitKind
+    n_pairs: int
+    ig_steps: int
+    seed: int
+    positions: PositionMode
+    batch_size: int
+    tables: Mapping[SiteKey, ValueTable] | None = None
+
+
 def attribute_rules(
-    handle: ModelHandle,
-    task: Task,
-    run_dir: RunDir | Path,
-    *,
+    ctx: StageContext,
     rules: Sequence[Mapping[str, Any]],
-    methods: Sequence[str] = ("atp",),
-    kind: UnitKind = "mlp",
-    n_pairs: int = 128,
-    ig_steps: int = 8,
-    seed: int = 0,
+    *,
     regime: str = "positive",
-    positions: PositionMode = "decode",
-    n_reference: int = 256,
-    batch_size: int = 64,
     behaviour: pd.DataFrame | None = None,
-    journal: Journal | None = None,
-    ablation: AblationKind = "mean",
+    batch_size: int = 64,
 ) -> list[RuleAttribution]:
     """Attribute every rule (``{"id": str, "mask": bool array over behaviour rows | callable(frame)}``,
-    optional ``"text"``); see the module docstring. ``behaviour`` defaults to the run's table.
-    ``journal``: record each finished rule there, and skip the rules an earlier (killed) run finished."""
-    kind = check_unit_kind(kind)
+    optional ``"text"``) with ``ctx.config.attribution``'s methods on ``ctx.config.units.kind``; see the
+    module docstring. ``behaviour`` defaults to the run's table. With ``ctx.journal``, record each
+    finished rule there, and skip the rules an earlier (killed) run finished."""
+    cfg = ctx.config
+    methods, n_pairs = tuple(cfg.attribution.methods), cfg.attribution.n_pairs
     _check_options(methods, regime, n_pairs, rules)
-    root = run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir)
-    out_dir = root / "attribution"
+    kind = check_unit_kind(cfg.units.kind)
+    out_dir = ctx.path / "attribution"
     if behaviour is None:
-        behaviour = read_parquet(root / "behaviour.parquet")
+        behaviour = read_parquet(ctx.path / "behaviour.parquet")
     behaviour = behaviour.reset_index(drop=True)
     masks = [_rule_mask(rule, behaviour) for rule in rules]
     keys = [f"rule|{rule['id']}|{_digest(mask.tobytes())}" for rule, mask in zip(rules, masks, strict=True)]
     finished = [
-        _journaled(out_dir, str(rule["id"]), key, journal) for rule, key in zip(rules, keys, strict=True)
+        _journaled(out_dir, str(r["id"]), key, ctx.journal) for r, key in zip(rules, keys, strict=True)
     ]
     if all(done is not None for done in finished):
         return [done for done in finished if done is not None]
-    pool = _eligible_pool(handle, behaviour, regime, n_pairs, seed)
-    needs_tables = any(m in ("atp", "atp_gd") for m in methods)
-    tables = (
-        _reference_tables(root, handle, behaviour, kind, ablation, n_reference, seed)
-        if needs_tables
-        else None
+    settings = _Settings(
+        ctx.handle,
+        ctx.task.name,
+        methods,
+        kind,
+        n_pairs,
+        cfg.attribution.ig_steps,
+        ctx.seed,
+        cfg.ablation.positions,
+        batch_size,
     )
+    pools: dict[str, _Pool | None] = {regime: _eligible_pool(settings, behaviour, regime)}
+    if any(ATTRIBUTORS.get(m).inputs == "tables" for m in methods):
+        tables = _reference_tables(ctx, behaviour, kind)
+        settings = dataclasses.replace(settings, tables=tables)
     results = []
-    pools: dict[str, _Pool | None] = {regime: pool}
     for rule, mask, key, done in zip(rules, masks, keys, finished, strict=True):
-        if done is not None:
-            results.append(done)
-            continue
-        used = regime
-        result = _attribute_one(
-            handle, pool, str(rule["id"]), mask, methods, kind, tables, n_pairs, ig_steps, seed, positions,
-            batch_size,
-        )  # fmt: skip
-        if result.skipped and not mask[pool.rows].any():
-            # The rule covers no row of this regime (e.g. every negative result is wrong): rank units on
-            # the other regime's covered rows rather than leave the rule unranked (all units searched).
-            other = next(r for r in REGIME_LABEL if r != regime)
-            if other not in pools:
-                pools[other] = _optional_pool(handle, behaviour, other, n_pairs, seed)
-            other_pool = pools[other]
-            if other_pool is not None and mask[other_pool.rows].any():
-                used = other
-                result = _attribute_one(
-                    handle, other_pool, str(rule["id"]), mask, methods, kind, tables, n_pairs, ig_steps,
-                    seed, positions, batch_size,
-                )  # fmt: skip
-                result.record["regime_fallback"] = (
-                    f"the rule covers no eligible {regime} TRAIN row; attributed on {other} rows"
-                )
-        record = {
-            "rule_id": result.rule_id,
-            "rule": rule.get("text", ""),
-            "regime": used,
-            "kind": kind,
-            "positions": positions,
-            "model": handle.name,
-            "task": task.name,
-            "seed": seed,
-            **result.record,
-        }
-        files = _save(out_dir, result.rule_id, result.scores, record)
-        if journal is not None:
-            journal.put(key, {name: _digest(path.read_bytes()) for name, path in files.items()})
-        results.append(RuleAttribution(result.rule_id, result.scores, record))
+        if done is None:
+            done = _attribute_rule(settings, pools, (rule, mask, regime), behaviour)
+            files = _save(out_dir, done.rule_id, done.scores, done.record)
+            if ctx.journal is not None:
+                ctx.journal.put(key, {name: _digest(path.read_bytes()) for name, path in files.items()})
+        results.append(done)
     return results
+
+
+def run_attribute(ctx: StageContext) -> list[str]:
+    """The attribute stage: the run's behaviour rules (those localization will search) attributed;
+    returns the files written."""
+    from mecharule.localization.problems import behaviour_rules, rule_mask
+
+    cfg = ctx.config.rules
+    features = read_parquet(ctx.path / "features.parquet")
+    disjuncts = behaviour_rules(read_json(ctx.path / "rules.json"), cfg.max_rules, cfg.min_coverage)
+    rules = [
+        {"id": d["id"], "mask": rule_mask(d, features), "text": d.get("readable", "")} for d in disjuncts
+    ]
+    with ctx.progress("attribute", None):
+        attribute_rules(ctx, rules)
+    return [f"attribution/rule_{r['id']}.{ext}" for r in rules for ext in ("safetensors", "json")]
+
+
+def _attribute_rule(
+    settings: _Settings,
+    pools: dict[str, _Pool | None],
+    rule_mask_regime: tuple[Mapping[str, Any], np.ndarray, str],
+    behaviour: pd.DataFrame,
+) -> RuleAttribution:
+    """One rule on its regime's pool, or, when it covers no row of that regime (a real model can
+    fail a whole slice, such as every negative result), on the other regime's covered rows, rather
+    than leave the rule unranked (every unit searched)."""
+    rule, mask, regime = rule_mask_regime
+    pool = pools[regime]
+    assert pool is not None
+    used = regime
+    result = _attribute_one(settings, pool, str(rule["id"]), mask)
+    if result.skipped and not mask[pool.rows].any():
+        other = next(r for r in REGIME_LABEL if r != regime)
+        if other not in pools:
+            pools[other] = _optional_pool(settings, behaviour, other)
+        other_pool = pools[other]
+        if other_pool is not None and mask[other_pool.rows].any():
+            used = other
+            result = _attribute_one(settings, other_pool, str(rule["id"]), mask)
+            result.record["regime_fallback"] = (
+                f"the rule covers no eligible {regime} TRAIN row; attributed on {other} rows"
+            )
+    record = {
+        "rule_id": result.rule_id,
+        "rule": rule.get("text", ""),
+        "regime": used,
+        "kind": settings.kind,
+        "positions": settings.positions,
+        "model": settings.handle.name,
+        "task": settings.task,
+        "seed": settings.seed,
+        **result.record,
+    }
+    return RuleAttribution(result.rule_id, result.scores, record)
 
 
 def _journaled(out_dir: Path, rule_id: str, key: str, journal: Journal | None) -> RuleAttribution | None:
@@ -196,20 +233,7 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _attribute_one(
-    handle: ModelHandle,
-    pool: _Pool,
-    rule_id: str,
-    mask: np.ndarray,
-    methods: Sequence[str],
-    kind: UnitKind,
-    tables: Mapping[SiteKey, ValueTable] | None,
-    n_pairs: int,
-    ig_steps: int,
-    seed: int,
-    positions: PositionMode,
-    batch_size: int,
-) -> RuleAttribution:
+def _attribute_one(settings: _Settings, pool: _Pool, rule_id: str, mask: np.ndarray) -> RuleAttribution:
     fires = mask[pool.rows]
     covered_pool, uncovered_pool = np.flatnonzero(fires), np.flatnonzero(~fires)
     base = {"n_covered_available": len(covered_pool), "n_uncovered_available": len(uncovered_pool)}
@@ -217,29 +241,30 @@ def _attribute_one(
         reason = f"{len(covered_pool)} covered and {len(uncovered_pool)} uncovered eligible rows"
         return RuleAttribution(rule_id, {}, {**base, "status": "skipped", "reason": reason})
     c = pool.clustering
-    covered = stratified_sample(c.Z, c.centers, c.assignment, covered_pool, n_pairs, seed)
+    covered = stratified_sample(c.Z, c.centers, c.assignment, covered_pool, settings.n_pairs, settings.seed)
     pairing = length_matched_pairs(covered, uncovered_pool, pool.lengths, pool.states)
     matched = pairing.matched_pairs()
     scores: dict[str, torch.Tensor] = {}
     per_method: dict[str, Any] = {}
-    for method in methods:
-        if method == "eap_ig" and not matched:
-            per_method[method] = {"status": "skipped", "reason": "no length-matched pair"}
+    for name in settings.methods:
+        method = ATTRIBUTORS.get(name)
+        if method.inputs == "pairs" and not matched:
+            per_method[name] = {"status": "skipped", "reason": "no length-matched pair"}
             continue
         started = time.perf_counter()
-        request = _request(pool, method, covered, matched, kind, positions, tables, ig_steps, batch_size)
-        scores[method] = ATTRIBUTORS.get(method)(handle, request)
-        per_method[method] = {
+        request = _request(settings, pool, method, covered, matched)
+        scores[name] = method(settings.handle, request)
+        per_method[name] = {
             "status": "ok",
             "n_prompts": len(request.prompts),
             "seconds": round(time.perf_counter() - started, 3),
-            "top_units": _top_units(scores[method], kind),
+            "top_units": _top_units(scores[name], settings.kind),
         }
     record = {
         **base,
         "status": "ok" if scores else "skipped",
         "n_pairs": len(matched),
-        "ig_steps": ig_steps,
+        "ig_steps": settings.ig_steps,
         "pairing": pairing.stats(),
         "covered_rows": pool.rows[covered].tolist(),
         "corrupted_rows": [int(pool.rows[r]) for _, r in matched],
@@ -250,41 +275,28 @@ def _attribute_one(
 
 
 def _request(
+    settings: _Settings,
     pool: _Pool,
-    method: str,
+    method: AttributionMethod,
     covered: np.ndarray,
     matched: list[tuple[int, int]],
-    kind: UnitKind,
-    positions: PositionMode,
-    tables: Mapping[SiteKey, ValueTable] | None,
-    ig_steps: int,
-    batch_size: int,
 ) -> AttributionRequest:
-    if method == "eap_ig":
-        clean = [c for c, _ in matched]
-        return AttributionRequest(
-            prompts=[pool.prompts[i] for i in clean],
-            answers=[pool.answers[i] for i in clean],
-            corrupted_prompts=[pool.prompts[r] for _, r in matched],
-            kind=kind,
-            positions=positions,
-            ig_steps=ig_steps,
-            batch_size=batch_size,
-        )
+    pairs = method.inputs == "pairs"
+    clean = [c for c, _ in matched] if pairs else list(covered)
     return AttributionRequest(
-        prompts=[pool.prompts[i] for i in covered],
-        answers=[pool.answers[i] for i in covered],
-        kind=kind,
-        positions=positions,
-        tables=tables,
-        ig_steps=ig_steps,
-        batch_size=batch_size,
+        prompts=[pool.prompts[i] for i in clean],
+        answers=[pool.answers[i] for i in clean],
+        kind=settings.kind,
+        positions=settings.positions,
+        tables=None if pairs else settings.tables,
+        corrupted_prompts=[pool.prompts[r] for _, r in matched] if pairs else None,
+        ig_steps=settings.ig_steps,
+        batch_size=settings.batch_size,
     )
 
 
-def _eligible_pool(
-    handle: ModelHandle, behaviour: pd.DataFrame, regime: str, n_pairs: int, seed: int
-) -> _Pool:
+def _eligible_pool(settings: _Settings, behaviour: pd.DataFrame, regime: str) -> _Pool:
+    handle, n_pairs, seed = settings.handle, settings.n_pairs, settings.seed
     for column in ("prompt", "answer", "label"):
         if column not in behaviour.columns:
             raise DataError(f"the behaviour table lacks column {column!r}; run `mecharule measure` first")
@@ -309,31 +321,26 @@ def _eligible_pool(
     )
 
 
-def _optional_pool(
-    handle: ModelHandle, behaviour: pd.DataFrame, regime: str, n_pairs: int, seed: int
-) -> _Pool | None:
+def _optional_pool(settings: _Settings, behaviour: pd.DataFrame, regime: str) -> _Pool | None:
     try:
-        return _eligible_pool(handle, behaviour, regime, n_pairs, seed)
+        return _eligible_pool(settings, behaviour, regime)
     except DataError:
         return None
 
 
 def _reference_tables(
-    run_dir: Path,
-    handle: ModelHandle,
-    behaviour: pd.DataFrame,
-    kind: UnitKind,
-    ablation: AblationKind,
-    n_reference: int,
-    seed: int,
+    ctx: StageContext, behaviour: pd.DataFrame, kind: UnitKind
 ) -> dict[SiteKey, ValueTable]:
     """The values AtP patches towards: those localization ablates to (the shared reference draw).
     Zero ablation patches to zero; a resample ablation, whose value differs per prompt, is taken at
     its expectation over the reference draw, the mean."""
     from mecharule import reference_cache
 
-    target: AblationKind = "zero" if ablation == "zero" else "mean"
-    return reference_cache.value_tables(run_dir, handle, behaviour, kind, target, n_reference, seed)
+    ablation = ctx.config.ablation
+    target: AblationKind = "zero" if ablation.value == "zero" else "mean"
+    return reference_cache.value_tables(
+        ctx.path, ctx.handle, behaviour, kind, target, ablation.n_reference, ctx.seed
+    )
 
 
 def _rule_mask(rule: Mapping[str, Any], behaviour: pd.DataFrame) -> np.ndarray:
@@ -392,4 +399,4 @@ def _check_options(
             )
 
 
-__all__ = ["RuleAttribution", "attribute_rules"]
+__all__ = ["RuleAttribution", "attribute_rules", "run_attribute"]

@@ -25,6 +25,7 @@ from mecharule.decoding.generation import answer_batches, length_order
 from mecharule.errors import DataError
 from mecharule.io.rundir import atomic_path
 from mecharule.models.loading import ModelHandle
+from mecharule.random_streams import stream
 from mecharule.tasks.base import Task, stop_strings_of
 
 CHUNK = 4096  # prompts per saved chunk (and per length sort)
@@ -33,7 +34,7 @@ CHECKPOINT_SECONDS = 30.0  # save the finished prompts of a chunk at least this 
 
 def stratified_split(strata: pd.Series, test_fraction: float, seed: int) -> np.ndarray:
     """'train'/'test' per row: in every stratum a seeded ``test_fraction`` share goes to test."""
-    rng = np.random.default_rng(seed)
+    rng = stream(seed, "measure.split")
     split = np.full(len(strata), "train", dtype=object)
     for _, idx in sorted(strata.groupby(strata, sort=True).indices.items(), key=lambda kv: str(kv[0])):
         n_test = round(test_fraction * len(idx))

@@ -21,6 +21,7 @@ from mecharule.decoding.generation import PAD_REL, relative_positions
 from mecharule.errors import ConfigError
 from mecharule.interventions.hooks import SiteKey, recording
 from mecharule.models.loading import ModelHandle
+from mecharule.random_streams import stream
 
 AblationKind = Literal["mean", "zero", "resample"]
 PositionMode = Literal["decode", "generated", "all"]
@@ -142,7 +143,7 @@ def resample_tables(
     seed: int,
 ) -> dict[SiteKey, ValueTable]:
     """Values of ONE randomly drawn reference prompt (seeded), aligned by relative position."""
-    rng = np.random.default_rng(seed)
+    rng = stream(seed, "ablation.resample")
     pick = int(rng.integers(len(prompts)))
     return mean_tables(handle, keys, [prompts[pick]], [answers[pick]])
 
@@ -157,7 +158,7 @@ def reference_tables(
 ) -> dict[SiteKey, ValueTable]:
     """Ablation values for every layer of one unit kind, from a run's behaviour table.
 
-    The reference prompts are ``n_reference`` TRAIN rows drawn with ``default_rng([seed, 7])`` and
+    The reference prompts are ``n_reference`` TRAIN rows drawn from the ``ablation.reference`` stream and
     their stored greedy answers; every stage (attribution, localization, anchoring) uses this draw,
     so they all ablate towards the same values.
     """
@@ -165,7 +166,7 @@ def reference_tables(
     if ablation == "zero":
         return zero_tables(handle, keys)
     train = np.flatnonzero((behaviour["split"] == "train").to_numpy())
-    rng = np.random.default_rng([seed, 7])
+    rng = stream(seed, "ablation.reference")
     ref = rng.choice(train, size=min(n_reference, len(train)), replace=False)
     prompts, answers = behaviour["prompt"].iloc[ref].tolist(), behaviour["answer"].iloc[ref].tolist()
     if ablation == "resample":

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mecharule.interventions.engine import AblationEngine, Scorer
+from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.io.journal import Journal
 from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site
 from mecharule.search.types import Query, SliceCounts
+from mecharule.tasks.base import Task, stop_strings_of
 
 
 @dataclass
@@ -50,32 +51,39 @@ class ProblemSlices:
         return int((~self.is_covered).sum())
 
 
+@dataclass(frozen=True)
+class EngineInputs:
+    """What every ablation engine of a stage shares: the model, the task (scorer, answer length,
+    stop strings), the ablation values, the ablated positions and the engine's memory budget."""
+
+    handle: ModelHandle
+    task: Task
+    tables: Mapping[SiteKey, ValueTable]
+    positions: PositionMode
+    memory_budget_mb: int | str
+
+    def engine(self, prompts: pd.DataFrame, stored_labels: np.ndarray | None = None) -> AblationEngine:
+        return AblationEngine(
+            self.handle,
+            prompts,
+            self.task.score,
+            self.tables,
+            self.task.max_new_tokens,
+            positions=self.positions,
+            stored_labels=stored_labels,
+            memory_budget_mb=self.memory_budget_mb,
+            stop_strings=stop_strings_of(self.task),
+        )
+
+
 def build_problem(
-    key: Hashable,
-    handle: ModelHandle,
-    behaviour: pd.DataFrame,
-    covered_rows: np.ndarray,
-    unrelated_rows: np.ndarray,
-    scorer: Scorer,
-    tables: Mapping[SiteKey, ValueTable],
-    max_new_tokens: int,
-    positions: PositionMode,
-    memory_budget_mb: int | str,
-    stop_strings: Sequence[str] = (),
+    key: Hashable, behaviour: pd.DataFrame, slices: tuple[np.ndarray, np.ndarray], inputs: EngineInputs
 ) -> ProblemSlices:
+    """The problem's prompts (covered ``slices[0]`` first, unrelated ``slices[1]`` after) and engine."""
+    covered_rows, unrelated_rows = slices
     rows = np.concatenate([covered_rows, unrelated_rows]).astype(int)
     prompts = behaviour.iloc[rows].reset_index(drop=True)
-    engine = AblationEngine(
-        handle,
-        prompts,
-        scorer,
-        tables,
-        max_new_tokens,
-        positions=positions,
-        stored_labels=prompts["label"].to_numpy(bool),
-        memory_budget_mb=memory_budget_mb,
-        stop_strings=stop_strings,
-    )
+    engine = inputs.engine(prompts, stored_labels=prompts["label"].to_numpy(bool))
     keep = np.ones(len(rows), dtype=bool)
     keep[engine.dropped] = False
     covered = np.concatenate([np.ones(len(covered_rows), bool), np.zeros(len(unrelated_rows), bool)])

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mecharule.config import SearchSettings
 from mecharule.errors import DataError
+from mecharule.random_streams import stream
 from mecharule.rules.language import Rule
 from mecharule.sampling.slices import Clustering, covered_unrelated
 
@@ -77,15 +79,15 @@ def problem_specs(
     disjuncts: Sequence[Mapping[str, Any]],
     behaviour: pd.DataFrame,
     features: pd.DataFrame,
-    regimes: Sequence[str],
-    n_covered: int,
-    n_unrelated: int,
+    settings: SearchSettings,
     seed: int,
-    pool: np.ndarray | None = None,
-    clustering: Clustering | None = None,
+    spectral: tuple[np.ndarray, Clustering] | None = None,
 ) -> list[ProblemSpec]:
-    """Covered/unrelated rows per (rule, regime), drawn from ``pool`` (default: every TRAIN row);
-    stratified across the spectral clusters of the pool when ``clustering`` is given."""
+    """Covered/unrelated rows per (rule, regime in ``settings.regimes``), ``settings.n_covered`` and
+    ``n_unrelated`` of them, drawn from the ``spectral`` pool (default: every TRAIN row) and
+    stratified across its clusters when it is given."""
+    pool, clustering = spectral if spectral is not None else (None, None)
+    regimes, n_covered, n_unrelated = settings.regimes, settings.n_covered, settings.n_unrelated
     if pool is None:
         pool = np.flatnonzero((behaviour["split"] == "train").to_numpy())
     labels = behaviour["label"].to_numpy(bool)[pool]
@@ -115,7 +117,7 @@ def spectral_pool(
     from mecharule.sampling.spectral import kcenter, last_token_states, spectral_embedding
 
     train = np.flatnonzero((behaviour["split"] == "train").to_numpy())
-    rng = np.random.default_rng([seed, 5])
+    rng = stream(seed, "search.pool")
     pool = np.sort(rng.choice(train, size=min(pool_size, len(train)), replace=False))
     states = last_token_states(handle, behaviour["prompt"].iloc[pool].tolist())
     Z = spectral_embedding(states, dim=min(32, states.shape[1], len(pool)), seed=seed)

@@ -23,12 +23,18 @@ import numpy as np
 import pandas as pd
 
 from mecharule import reference_cache
-from mecharule.config import LocalizeConfig
+from mecharule.config import RunConfig
+from mecharule.context import StageContext
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import ValueTable
-from mecharule.io.journal import Journal
 from mecharule.io.rundir import atomic_path, read_json, read_parquet, write_json
-from mecharule.localization.oracle import EngineOracle, EngineWork, ProblemSlices, build_problem
+from mecharule.localization.oracle import (
+    EngineInputs,
+    EngineOracle,
+    EngineWork,
+    ProblemSlices,
+    build_problem,
+)
 from mecharule.localization.problems import (
     ProblemSpec,
     behaviour_rules,
@@ -41,7 +47,6 @@ from mecharule.search.cha import search
 from mecharule.search.population import NO_SAVING
 from mecharule.search.results import AGONIST_COLUMNS, SearchResult
 from mecharule.search.types import SearchConfig, SearchProblem
-from mecharule.tasks.base import Task, stop_strings_of
 
 Tick = Callable[[int, int], None]
 
@@ -54,7 +59,7 @@ class LocalizationSetup:
     problems: dict[str, ProblemSlices]
     search_problems: list[SearchProblem]
     oracle: EngineOracle
-    tables: Mapping[SiteKey, ValueTable]
+    inputs: EngineInputs  # what every engine of the stage shares (model, task, ablation values)
     disjuncts: list[dict[str, Any]]
     all_units: list[Site]  # every unit of the searched kind in the model (validation's population)
 
@@ -64,7 +69,9 @@ class LocalizationSetup:
         return [u for u in self.all_units if u.layer in layers]
 
 
-def search_config(cfg: LocalizeConfig, seed: int) -> SearchConfig:
+def search_config(config: RunConfig) -> SearchConfig:
+    """The search's settings: ``config.search`` and the run's seed."""
+    cfg = config.search
     return SearchConfig(
         predicate=cfg.predicate,
         tau=cfg.tau,
@@ -74,23 +81,19 @@ def search_config(cfg: LocalizeConfig, seed: int) -> SearchConfig:
         contrast_margin=cfg.contrast_margin,
         group_across_layers=cfg.group_across_layers,
         budget=cfg.budget,
-        seed=seed,
+        seed=config.seed,
         prune_on=cfg.prune_on,
         audit=cfg.audit,
         expand_dense=cfg.expand_dense,
     )
 
 
-def value_tables(
-    handle: ModelHandle,
-    behaviour: pd.DataFrame,
-    kind: UnitKind,
-    cfg: LocalizeConfig,
-    seed: int,
-    run_dir: Path | None = None,
-) -> Mapping[SiteKey, ValueTable]:
-    """The reference value tables, stored once per run when ``run_dir`` is given (reference_cache)."""
-    return reference_cache.value_tables(run_dir, handle, behaviour, kind, cfg.ablation, cfg.n_reference, seed)
+def value_tables(ctx: StageContext, behaviour: pd.DataFrame) -> Mapping[SiteKey, ValueTable]:
+    """The configured ablation's reference value tables, stored once per run (reference_cache)."""
+    ablation = ctx.config.ablation
+    return reference_cache.value_tables(
+        ctx.path, ctx.handle, behaviour, ctx.config.units.kind, ablation.value, ablation.n_reference, ctx.seed
+    )
 
 
 def every_unit(handle: ModelHandle, kind: UnitKind) -> list[Site]:
@@ -98,84 +101,68 @@ def every_unit(handle: ModelHandle, kind: UnitKind) -> list[Site]:
     return [Site(layer, kind, i) for layer in range(handle.arch.n_layers) for i in range(width)]
 
 
-def candidate_units(
-    run_dir: Path, rule_id: str, handle: ModelHandle, kind: UnitKind, top_m: int | str, method: str
-) -> tuple[list[Site], dict[Site, float] | None]:
-    """Attribution-ranked top-M candidates if ``attribute`` ran, else every unit of the kind (no scores)."""
-    path = run_dir / "attribution" / f"rule_{rule_id}.safetensors"
+def candidate_units(ctx: StageContext, rule_id: str) -> tuple[list[Site], dict[Site, float] | None]:
+    """Attribution-ranked top-M candidates (by the first method) if ``attribute`` ran, else every unit
+    of the kind (no scores)."""
+    kind = ctx.config.units.kind
+    path = ctx.path / "attribution" / f"rule_{rule_id}.safetensors"
     if not path.exists():
-        return every_unit(handle, kind), None
+        return every_unit(ctx.handle, kind), None
     from safetensors.torch import load_file
 
     from mecharule.attribution import select_candidates
 
-    scores = load_file(str(path))[method]  # [n_layers, width]
-    units = sorted(select_candidates(scores, kind, top_m))
+    att = ctx.config.attribution
+    scores = load_file(str(path))[att.methods[0]]  # [n_layers, width]
+    units = sorted(select_candidates(scores, kind, att.top_m))
     return units, {u: float(scores[u.layer, u.index]) for u in units}
 
 
-def prepare(
-    handle: ModelHandle,
-    task: Task,
-    run_dir: Path,
-    cfg: LocalizeConfig,
-    *,
-    kind: UnitKind,
-    top_m: int | str,
-    method: str,
-    max_rules: int,
-    min_coverage: float,
-    seed: int,
-) -> LocalizationSetup:
-    behaviour = read_parquet(run_dir / "behaviour.parquet")
-    features = read_parquet(run_dir / "features.parquet")
-    disjuncts = behaviour_rules(read_json(run_dir / "rules.json"), max_rules, min_coverage)
-    pool, clustering = None, None
-    if cfg.sampling == "spectral":
-        pool, clustering = reference_cache.spectral_pool(
-            run_dir, handle, behaviour, cfg.sampling_pool, cfg.n_clusters, seed
-        )
-    specs = problem_specs(
-        disjuncts, behaviour, features, cfg.regimes, cfg.n_covered, cfg.n_unrelated, seed, pool, clustering
+def prepare(ctx: StageContext) -> LocalizationSetup:
+    """The run's problems (rule x regime), their prompt slices and engines, candidates and oracle."""
+    cfg, handle = ctx.config, ctx.handle
+    behaviour = read_parquet(ctx.path / "behaviour.parquet")
+    features = read_parquet(ctx.path / "features.parquet")
+    disjuncts = behaviour_rules(
+        read_json(ctx.path / "rules.json"), cfg.rules.max_rules, cfg.rules.min_coverage
     )
-    tables = value_tables(handle, behaviour, kind, cfg, seed, run_dir)
+    specs = problem_specs(
+        disjuncts, behaviour, features, cfg.search, ctx.seed, _spectral_pool(ctx, behaviour)
+    )
+    tables = value_tables(ctx, behaviour)
+    inputs = EngineInputs(handle, ctx.task, tables, cfg.ablation.positions, ctx.memory_budget_mb)
     problems: dict[str, ProblemSlices] = {}
     search_problems = []
     for spec in specs:
         if spec.skipped:
             continue
         problems[spec.key] = build_problem(
-            spec.key,
-            handle,
-            behaviour,
-            spec.covered_rows,
-            spec.unrelated_rows,
-            task.score,
-            tables,
-            task.max_new_tokens,
-            cfg.positions,
-            cfg.memory_budget_mb,
-            stop_strings_of(task),
+            spec.key, behaviour, (spec.covered_rows, spec.unrelated_rows), inputs
         )
-        units, scores = candidate_units(run_dir, spec.rule_id, handle, kind, top_m, method)
+        units, scores = candidate_units(ctx, spec.rule_id)
         search_problems.append(SearchProblem(spec.key, units, scores))  # type: ignore[arg-type]
     oracle = EngineOracle(problems)  # type: ignore[arg-type]
-    return LocalizationSetup(
-        specs, problems, search_problems, oracle, tables, list(disjuncts), every_unit(handle, kind)
+    units = every_unit(handle, cfg.units.kind)
+    return LocalizationSetup(specs, problems, search_problems, oracle, inputs, list(disjuncts), units)
+
+
+def _spectral_pool(ctx: StageContext, behaviour: pd.DataFrame) -> tuple[Any, Any] | None:
+    """The shared spectral pool (rows, clustering) when slices are sampled spectrally."""
+    cfg = ctx.config.search
+    if cfg.sampling != "spectral":
+        return None
+    return reference_cache.spectral_pool(
+        ctx.path, ctx.handle, behaviour, cfg.sampling_pool, cfg.n_clusters, ctx.seed
     )
 
 
 def run_search(
-    setup: LocalizationSetup,
-    cfg: LocalizeConfig,
-    seed: int,
-    tick: Tick | None,
-    oracle: EngineOracle | None = None,
+    setup: LocalizationSetup, config: SearchConfig, tick: Tick | None, oracle: EngineOracle | None = None
 ) -> tuple[SearchResult, float]:
     """CHA over the setup's problems with ``oracle`` (default: the setup's, unjournaled)."""
     started = time.perf_counter()
     oracle = setup.oracle if oracle is None else oracle
-    result = search(setup.search_problems, oracle, search_config(cfg, seed), progress=tick)
+    result = search(setup.search_problems, oracle, config, progress=tick)
     return result, time.perf_counter() - started
 
 
@@ -260,26 +247,20 @@ def _flat_agonist(a: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def suppression_effects(
-    handle: ModelHandle,
-    task: Task,
-    run_dir: Path,
-    setup: LocalizationSetup,
-    result: SearchResult,
-    cfg: LocalizeConfig,
-    seed: int,
-    n_eval: int = 512,
-    journal: Journal | None = None,
+    ctx: StageContext, setup: LocalizationSetup, result: SearchResult
 ) -> tuple[dict[str, dict[str, Any]], EngineWork]:
     """All agonists of a problem ablated together: positive rate before/after on covered and unrelated
-    prompts (both labels, all rows), plus the reference's union flip coverage on the problem's slices.
+    prompts (both labels, all rows; ``search.n_suppression`` of each), plus the reference's union
+    flip coverage on the problem's slices.
 
     Also returns the work on the setup's engines that journaled entries saved (see :func:`localize`).
     """
-    behaviour = read_parquet(run_dir / "behaviour.parquet")
-    features = read_parquet(run_dir / "features.parquet")
+    behaviour = read_parquet(ctx.path / "behaviour.parquet")
+    features = read_parquet(ctx.path / "features.parquet")
     by_id = {d["id"]: d for d in setup.disjuncts}
     effects: dict[str, dict[str, Any]] = {}
     replayed = EngineWork()
+    journal = ctx.journal
     for spec in setup.specs:
         agonists: list[Site] = [a.unit for a in result.agonists_for(spec.key)]  # type: ignore[misc]
         if spec.skipped or not agonists:
@@ -291,13 +272,23 @@ def suppression_effects(
             replayed = replayed + EngineWork(*done["work"])
             continue
         before = EngineWork.of(setup.problems.values())
-        mask = rule_mask(by_id[spec.rule_id], features)
-        entry = _suppression(handle, task, behaviour, mask, setup, spec.key, agonists, cfg, seed, n_eval)
+        slices = _suppression_slices(ctx, rule_mask(by_id[spec.rule_id], features))
+        entry = _suppression(setup, behaviour, slices, spec.key, agonists)
         effects[spec.key] = entry
         if journal is not None:
             work = EngineWork.of(setup.problems.values()) - before
             journal.put(key, {"entry": entry, "work": [work.forwards, work.generated_rows]})
     return effects, replayed
+
+
+def _suppression_slices(ctx: StageContext, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Up to ``n_suppression`` covered and unrelated rows (all labels), seeded."""
+    n_eval = ctx.config.search.n_suppression
+    rng = ctx.rng("search.suppression")
+    slices = {}
+    for side, rows in (("covered", np.flatnonzero(mask)), ("unrelated", np.flatnonzero(~mask))):
+        slices[side] = np.sort(rng.choice(rows, size=min(n_eval, len(rows)), replace=False))
+    return slices
 
 
 def _matches(done: Any, agonists: list[Site]) -> bool:
@@ -312,34 +303,16 @@ def _matches(done: Any, agonists: list[Site]) -> bool:
 
 
 def _suppression(
-    handle: ModelHandle,
-    task: Task,
-    behaviour: pd.DataFrame,
-    mask: np.ndarray,
     setup: LocalizationSetup,
+    behaviour: pd.DataFrame,
+    slices: Mapping[str, np.ndarray],
     key: str,
     agonists: list[Site],
-    cfg: LocalizeConfig,
-    seed: int,
-    n_eval: int,
 ) -> dict[str, Any]:
     """One problem's joint-suppression entry (see :func:`suppression_effects`)."""
-    from mecharule.interventions.engine import AblationEngine
-
-    rng = np.random.default_rng([seed, 11])
     entry: dict[str, Any] = {"agonists": [str(u) for u in agonists]}
-    for side, rows in (("covered", np.flatnonzero(mask)), ("unrelated", np.flatnonzero(~mask))):
-        pick = np.sort(rng.choice(rows, size=min(n_eval, len(rows)), replace=False))
-        engine = AblationEngine(
-            handle,
-            behaviour.iloc[pick],
-            task.score,
-            setup.tables,
-            task.max_new_tokens,
-            positions=cfg.positions,
-            memory_budget_mb=cfg.memory_budget_mb,
-            stop_strings=stop_strings_of(task),
-        )
+    for side, pick in slices.items():
+        engine = setup.inputs.engine(behaviour.iloc[pick])
         after = engine.run([agonists]).labels[0]
         entry[side] = {
             "n": len(pick),
@@ -358,28 +331,16 @@ def _suppression(
     return entry
 
 
-def localize(
-    handle: ModelHandle,
-    task: Task,
-    run_dir: Path,
-    cfg: LocalizeConfig,
-    setup: LocalizationSetup,
-    *,
-    seed: int,
-    tick: Tick | None = None,
-    journal: Journal | None = None,
-) -> dict[str, Any]:
+def localize(ctx: StageContext, setup: LocalizationSetup, tick: Tick | None = None) -> dict[str, Any]:
     """CHA over the prepared problems, joint suppression, and the ``localization/`` files.
 
-    ``journal``: keep finished oracle answers and suppression entries there, and take those an
-    earlier (killed) run of this stage kept (see the module docstring). The caller discards it.
+    With ``ctx.journal``, keep finished oracle answers and suppression entries there, and take those
+    an earlier (killed) run of this stage kept (see the module docstring). The caller discards it.
     """
-    oracle = setup.oracle.journaled(journal, "cha")
-    result, wall = run_search(setup, cfg, seed, tick, oracle)
-    suppression, saved = suppression_effects(
-        handle, task, run_dir, setup, result, cfg, seed, cfg.n_suppression, journal
-    )
-    return write_localization(run_dir, setup, result, wall, suppression, oracle.replayed_work + saved)
+    oracle = setup.oracle.journaled(ctx.journal, "cha")
+    result, wall = run_search(setup, search_config(ctx.config), tick, oracle)
+    suppression, saved = suppression_effects(ctx, setup, result)
+    return write_localization(ctx.path, setup, result, wall, suppression, oracle.replayed_work + saved)
 
 
 __all__ = ["LocalizationSetup", "localize", "prepare", "run_search"]

@@ -24,16 +24,14 @@ times are those of this process.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mecharule.config import LocalizeConfig
-from mecharule.io.journal import Journal
+from mecharule.config import ValidationConfig
+from mecharule.context import StageContext
 from mecharule.io.rundir import write_json
 from mecharule.localization.oracle import EngineOracle, EngineWork
 from mecharule.localization.stage import LocalizationSetup, Tick, run_search, search_config
+from mecharule.random_streams import stream
 from mecharule.search.brute_force import brute_force
 from mecharule.search.population import validation_payload
 from mecharule.search.types import SearchProblem
@@ -44,47 +42,38 @@ def _forwards(setup: LocalizationSetup, *oracles: EngineOracle) -> int:
     return EngineWork.of(setup.problems.values()).forwards + sum(o.replayed_work.forwards for o in oracles)
 
 
-def outside_problems(setup: LocalizationSetup, cfg: LocalizeConfig, seed: int) -> list[SearchProblem]:
+def outside_problems(setup: LocalizationSetup, cfg: ValidationConfig, seed: int) -> list[SearchProblem]:
     """Per problem, the non-candidate units of its layers to brute-force: all, or a seeded sample."""
     out = []
     for index, problem in enumerate(setup.search_problems):
         chosen = set(problem.candidates)
         rest = [u for u in setup.population(problem) if u not in chosen]
-        if len(rest) + len(chosen) > cfg.validate_exhaustive_max and len(rest) > cfg.validate_outside_sample:
-            rng = np.random.default_rng([seed, 17, index])
-            rest = [
-                rest[i] for i in sorted(rng.choice(len(rest), cfg.validate_outside_sample, replace=False))
-            ]
+        if len(rest) + len(chosen) > cfg.exhaustive_max and len(rest) > cfg.outside_sample:
+            rng = stream(seed, "validation.outside", index)
+            rest = [rest[i] for i in sorted(rng.choice(len(rest), cfg.outside_sample, replace=False))]
         out.append(SearchProblem(problem.key, rest))
     return out
 
 
-def validate(
-    run_dir: Path,
-    cfg: LocalizeConfig,
-    setup: LocalizationSetup,
-    *,
-    seed: int,
-    tick: Tick | None = None,
-    journal: Journal | None = None,
-) -> dict[str, Any]:
+def validate(ctx: StageContext, setup: LocalizationSetup, tick: Tick | None = None) -> dict[str, Any]:
     """CHA, brute force over the candidates and brute force outside them → ``validation.json``.
 
-    ``journal``: keep finished oracle answers there, and take those an earlier (killed) run of this
-    stage kept (see the module docstring). The caller discards it.
+    With ``ctx.journal``, keep finished oracle answers there, and take those an earlier (killed) run
+    of this stage kept (see the module docstring). The caller discards it.
     """
-    config = search_config(cfg, seed)
+    config = search_config(ctx.config)
+    journal = ctx.journal
     cha_oracle, bf_oracle, outside_oracle = (
         setup.oracle.journaled(journal, name) for name in ("cha", "bf", "bf-outside")
     )
     before = _forwards(setup)
-    cha, cha_wall = run_search(setup, cfg, seed, tick, cha_oracle)
+    cha, cha_wall = run_search(setup, config, tick, cha_oracle)
     cha_forwards = _forwards(setup, cha_oracle) - before
     started = time.perf_counter()
     bf = brute_force(setup.search_problems, bf_oracle, config)
     bf_wall = time.perf_counter() - started
     bf_forwards = _forwards(setup, cha_oracle, bf_oracle) - before - cha_forwards
-    outside = outside_problems(setup, cfg, seed)
+    outside = outside_problems(setup, ctx.config.validation, ctx.seed)
     started = time.perf_counter()
     bf_outside = brute_force([p for p in outside if p.candidates], outside_oracle, config)
     outside_wall = time.perf_counter() - started
@@ -98,7 +87,7 @@ def validate(
         wall_seconds={"cha": cha_wall, "brute_force": bf_wall, "brute_force_outside_shortlist": outside_wall},
         forwards={"cha": cha_forwards, "brute_force": bf_forwards},
     )
-    write_json(run_dir / "validation.json", payload)
+    write_json(ctx.path / "validation.json", payload)
     return payload
 
 

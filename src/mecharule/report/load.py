@@ -43,15 +43,23 @@ class RunArtifacts:
 
     @property
     def task_name(self) -> str:
-        config = self.manifest.get("config") or {}
-        return str(self.behaviour_meta.get("task") or (config.get("measure") or {}).get("task") or "?")
+        return str(self.behaviour_meta.get("task") or self._task_config.get("name") or "?")
 
     @property
     def task_options(self) -> dict[str, Any]:
         options = self.behaviour_meta.get("task_options")
         if options is None:
-            options = ((self.manifest.get("config") or {}).get("measure") or {}).get("task_options")
+            options = self._task_config.get("options")
         return dict(options or {})
+
+    @property
+    def _task_config(self) -> dict[str, Any]:
+        """The saved config's task section (a legacy config read in the current layout)."""
+        from mecharule.config import migrate_legacy
+
+        config, _ = migrate_legacy(self.manifest.get("config") or {})
+        task = config.get("task")
+        return task if isinstance(task, dict) else {}
 
     @property
     def positive_label(self) -> str:

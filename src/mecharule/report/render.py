@@ -11,15 +11,10 @@ import pandas as pd
 from mecharule.io.rundir import atomic_path
 from mecharule.report.html import page
 from mecharule.report.load import RunArtifacts, load_run
-from mecharule.report.sections import (
-    anchored_section,
-    behaviour_section,
-    localization_section,
-    overview_section,
-    report_tables,
-    rules_section,
-    tables_section,
-)
+from mecharule.report.sections_anchored import anchored_section
+from mecharule.report.sections_behaviour import behaviour_section, overview_section, rules_section
+from mecharule.report.sections_localization import localization_section
+from mecharule.report.sections_tables import report_tables, tables_section
 from mecharule.report.tables import write_tables
 
 logger = logging.getLogger(__name__)

@@ -72,14 +72,14 @@ class Run:
     @cached_property
     def config(self) -> RunConfig | None:
         """The config the run last used (``run.json``), None for a directory without one."""
-        from mecharule.config import RunConfig
+        from mecharule.config import RunConfig, migrate_legacy
         from mecharule.errors import ConfigError
 
         saved = self.manifest.get("config")
         if saved is None:
             return None
         try:
-            return RunConfig.model_validate(saved)
+            return RunConfig.model_validate(migrate_legacy(saved)[0])
         except ValueError as exc:
             raise ConfigError(
                 f"{self.path / 'run.json'} holds a config this mecharule rejects: {exc}"

@@ -133,19 +133,7 @@ def _process_level(
 ) -> tuple[list[Node], list[Node]]:
     """Record a decision for every answered node; return (next frontier, unanswered nodes)."""
     evaluations = {pos: evaluate_counts(counts, config) for pos, (counts, _hit) in answered.items()}
-    view = _LevelView()
-    for pos, evaluation in evaluations.items():
-        view.add(frontier[pos], evaluation)
-    for root, n in view.audited.items():
-        tally = state.audit_tally.setdefault(root, [0, 0])
-        tally[0] += view.audited_strong[root]
-        tally[1] += n
-        state.audit_density[root] = density_from_audit(*tally)
-    state.decided |= {
-        (frontier[pos].problem_index, frontier[pos].units[0])
-        for pos in answered
-        if len(frontier[pos].units) == 1
-    }
+    view = _tally(frontier, evaluations, state)
     next_frontier: list[Node] = []
     unanswered: list[Node] = []
     for pos, node in enumerate(frontier):
@@ -187,6 +175,24 @@ def _process_level(
     if config.audit and config.expand_dense:
         next_frontier += _more_audits(level, next_frontier, problems, config, state, view)
     return next_frontier, unanswered
+
+
+def _tally(frontier: list[Node], evaluations: dict[int, Evaluation], state: Ledger) -> _LevelView:
+    """The level's view of its answered nodes; the audit densities and decided singletons updated."""
+    view = _LevelView()
+    for pos, evaluation in evaluations.items():
+        view.add(frontier[pos], evaluation)
+    for root, n in view.audited.items():
+        tally = state.audit_tally.setdefault(root, [0, 0])
+        tally[0] += view.audited_strong[root]
+        tally[1] += n
+        state.audit_density[root] = density_from_audit(*tally)
+    state.decided |= {
+        (frontier[pos].problem_index, frontier[pos].units[0])
+        for pos in evaluations
+        if len(frontier[pos].units) == 1
+    }
+    return view
 
 
 def _more_audits(

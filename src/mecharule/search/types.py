@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from mecharule.errors import ConfigError, DataError
+from mecharule.registry import Registry
 
 __all__ = [
+    "PREDICATES",
     "Memo",
     "Oracle",
     "Predicate",
@@ -27,7 +29,12 @@ __all__ = [
     "Unit",
 ]
 
-Predicate = Literal["ucb", "contrastive", "observed"]
+Predicate = str  # a name in PREDICATES
+# The predicates, by name; each is defined and registered in one place, search/predicates.py (or by
+# another package through the ``mecharule.predicates`` entry-point group).
+PREDICATES: Registry[Callable[..., tuple[bool, bool]]] = Registry(
+    "predicate", builtin="mecharule.search.predicates", entry_points="mecharule.predicates"
+)
 PruneOn = Literal["changes", "flips"]
 
 
@@ -188,8 +195,8 @@ class SearchConfig:
     expand_dense: bool = True
 
     def __post_init__(self) -> None:
-        if self.predicate not in ("ucb", "contrastive", "observed"):
-            raise ConfigError(f"predicate must be 'ucb', 'contrastive' or 'observed'; got {self.predicate!r}")
+        if self.predicate not in PREDICATES:
+            raise ConfigError(PREDICATES.unknown_message(self.predicate))
         if self.prune_on not in ("changes", "flips"):
             raise ConfigError(f"prune_on must be 'changes' or 'flips'; got {self.prune_on!r}")
         if not isinstance(self.audit, int) or self.audit < 0:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mecharule.errors import ConfigError, DataError
+from mecharule.random_streams import stream
 
 PromptFormat = Literal["raw", "fewshot", "chat"]
 PROMPT_FORMATS: tuple[str, ...] = ("raw", "fewshot", "chat")
@@ -46,7 +47,7 @@ def draw_shots(table: pd.DataFrame, n_shots: int, seed: int) -> tuple[pd.DataFra
     """``(shots, rest)``: ``n_shots`` seeded rows as solved examples, and the rows left to evaluate."""
     if n_shots >= len(table):
         raise DataError(f"n_shots={n_shots} leaves no prompt to evaluate out of {len(table)}")
-    rng = np.random.default_rng([seed, 2024])
+    rng = stream(seed, "task.shots")
     pick = rng.choice(len(table), size=n_shots, replace=False)
     keep = np.ones(len(table), dtype=bool)
     keep[pick] = False

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from mecharule.errors import ConfigError, DataError
-from mecharule.features.base import Feature, FeatureKind
+from mecharule.features.base import Feature
 from mecharule.tasks.base import TASKS
 from mecharule.tasks.formats import PROMPT_FORMATS, check_prompt_format
 from mecharule.tasks.hans_data import (
@@ -290,61 +290,62 @@ def _hypothesis_shorter(df: pd.DataFrame) -> np.ndarray:
     return (_length_difference(df) > 0).astype(np.float64)
 
 
-def nli_features(subcases: Sequence[str] = ()) -> list[Feature]:
-    """The seed features of NLI prompts (columns premise, hypothesis, heuristic, expected_label, subcase)."""
+def _text_features() -> list[Feature]:
+    """Features of the premise and hypothesis text: overlap, order, lengths, negation."""
     no_content = "the hypothesis has no content word (only articles)"
-
-    def feat(
-        name: str,
-        description: str,
-        compute: Callable[[pd.DataFrame], np.ndarray],
-        kind: FeatureKind,
-        not_applicable: str = "",
-    ) -> Feature:
-        return Feature(name, description, compute, kind, not_applicable)
-
-    features = [
-        feat(
+    return [
+        Feature(
             "lexical_overlap_ratio",
             "lexical overlap ratio (share of hypothesis content words in the premise)",
             _pairwise(lexical_overlap_ratio),
             "numeric",
             no_content,
         ),
-        feat(
+        Feature(
             "full_lexical_overlap",
             "every hypothesis content word occurs in the premise",
             _full_overlap,
             "binary",
             no_content,
         ),
-        feat(
+        Feature(
             "hypothesis_is_subsequence",
             "hypothesis is a subsequence of the premise",
             _pairwise(is_subsequence),
             "binary",
         ),
-        feat(
+        Feature(
             "hypothesis_is_contiguous",
             "hypothesis is a contiguous run of premise words",
             _pairwise(is_contiguous),
             "binary",
         ),
-        feat("premise_length", "premise length in words", _word_count("premise"), "count"),
-        feat("hypothesis_length", "hypothesis length in words", _word_count("hypothesis"), "count"),
-        feat("length_difference", "premise minus hypothesis length in words", _length_difference, "numeric"),
-        feat("hypothesis_shorter", "hypothesis is shorter than the premise", _hypothesis_shorter, "binary"),
-        feat("premise_has_negation", "premise contains a negation word", _has_negation("premise"), "binary"),
-        feat(
+        Feature("premise_length", "premise length in words", _word_count("premise"), "count"),
+        Feature("hypothesis_length", "hypothesis length in words", _word_count("hypothesis"), "count"),
+        Feature(
+            "length_difference", "premise minus hypothesis length in words", _length_difference, "numeric"
+        ),
+        Feature(
+            "hypothesis_shorter", "hypothesis is shorter than the premise", _hypothesis_shorter, "binary"
+        ),
+        Feature(
+            "premise_has_negation", "premise contains a negation word", _has_negation("premise"), "binary"
+        ),
+        Feature(
             "hypothesis_has_negation",
             "hypothesis contains a negation word",
             _has_negation("hypothesis"),
             "binary",
         ),
     ]
+
+
+def nli_features(subcases: Sequence[str] = ()) -> list[Feature]:
+    """The seed features of NLI prompts (columns premise, hypothesis, heuristic, expected_label, subcase)."""
+    features = _text_features()
     for heuristic in (*HEURISTICS, CONTROL):
         features.append(
-            feat(
+            Feature(
                 f"heuristic_{heuristic}",
                 f"heuristic is {heuristic}",
                 _equals("heuristic", heuristic),
@@ -352,11 +353,11 @@ def nli_features(subcases: Sequence[str] = ()) -> list[Feature]:
             )
         )
     features.append(
-        feat("expected_entailment", "gold label is entailment", _equals("expected_label", "E"), "binary")
+        Feature("expected_entailment", "gold label is entailment", _equals("expected_label", "E"), "binary")
     )
     for subcase in subcases:
         slug = re.sub(r"\W+", "_", subcase).strip("_")
         features.append(
-            feat(f"subcase_{slug}", f"subcase is {subcase}", _equals("subcase", subcase), "binary")
+            Feature(f"subcase_{slug}", f"subcase is {subcase}", _equals("subcase", subcase), "binary")
         )
     return features

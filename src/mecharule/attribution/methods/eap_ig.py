@@ -35,6 +35,7 @@ from mecharule.attribution.gradients import (
     input_embeddings,
     teacher_forced_block,
 )
+from mecharule.attribution.method import ATTRIBUTORS, AttributionMethod, AttributionRequest
 from mecharule.errors import ConfigError, DataError
 from mecharule.interventions.hooks import SiteKey, recording
 from mecharule.interventions.values import PositionMode, position_gate
@@ -131,3 +132,18 @@ def _check_pairs(
                 "EAP-IG interpolates embeddings position by position, so pairs must have equal token "
                 "length (use mecharule.sampling.length_matched_pairs and keep the length-matched pairs)"
             )
+
+
+def _from_request(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
+    if request.corrupted_prompts is None:
+        raise ConfigError(
+            "attribution method 'eap_ig' needs corrupted prompts paired with the clean ones "
+            "(request.corrupted_prompts); none were given"
+        )
+    return eap_ig_scores(
+        handle, request.prompts, request.corrupted_prompts, request.answers, request.kind,
+        request.ig_steps, request.positions, request.batch_size,
+    )  # fmt: skip
+
+
+ATTRIBUTORS.register("eap_ig")(AttributionMethod(_from_request, inputs="pairs"))
