@@ -28,6 +28,7 @@ STREAMS: dict[str, Stream] = {
     "ablation.reference": Stream((7,), "the TRAIN rows the mean/resample ablation values come from"),
     "ablation.resample": Stream((), "the one reference prompt a resample ablation takes its values from"),
     "search.pool": Stream((5,), "the TRAIN rows of the spectral pool (slices are drawn from it)"),
+    "search.slices": Stream((19,), "each problem's covered and unrelated prompts (+ its index, side)"),
     "search.suppression": Stream((11,), "the prompts of each problem's joint suppression"),
     "validation.outside": Stream((17,), "non-candidate units brute-forced, per problem (its index)"),
     "anchor.rows": Stream((13,), "the prompts of the flip table"),
@@ -39,7 +40,14 @@ def stream(seed: int, name: str, *extra: int) -> np.random.Generator:
     """The generator of stream ``name`` for ``seed`` (``extra``: an item index, for per-item streams)."""
     if name not in STREAMS:
         raise ConfigError(f"unknown random stream {name!r}; streams: {', '.join(STREAMS)}")
-    return np.random.default_rng([seed, *STREAMS[name].salt, *extra])
+    return np.random.default_rng(list(stream_entropy(seed, name, *extra)))
+
+
+def stream_entropy(seed: int, name: str, *extra: int) -> tuple[int, ...]:
+    """The entropy of stream ``name`` (for functions that take a seed sequence and extend it)."""
+    if name not in STREAMS:
+        raise ConfigError(f"unknown random stream {name!r}; streams: {', '.join(STREAMS)}")
+    return (seed, *STREAMS[name].salt, *extra)
 
 
 def describe(seed: int) -> dict[str, dict[str, object]]:
@@ -47,4 +55,4 @@ def describe(seed: int) -> dict[str, dict[str, object]]:
     return {name: {"entropy": [seed, *s.salt], "draws": s.draws} for name, s in STREAMS.items()}
 
 
-__all__ = ["STREAMS", "Stream", "describe", "stream"]
+__all__ = ["STREAMS", "Stream", "describe", "stream", "stream_entropy"]

@@ -16,7 +16,7 @@ def build_summary(rundir: RunDir) -> dict[str, Any]:
     manifest = rundir.manifest()
     summary: dict[str, Any] = {
         "model": manifest.get("model", {}).get("name"),
-        "task": manifest.get("config", {}).get("measure", {}).get("task"),
+        "task": _task_name(manifest.get("config") or {}),
         "n_prompts": len(behaviour),
         "accuracy": round(float(behaviour["label"].mean()), 4),
     }
@@ -59,3 +59,11 @@ def build_summary(rundir: RunDir) -> dict[str, Any]:
     # nothing, so the report stays recorded with this very file
     summary["wall_seconds"] = {k: v.get("wall_seconds") for k, v in stages.items() if k != "report"}
     return summary
+
+
+def _task_name(config: dict[str, Any]) -> str | None:
+    """The task of a saved config (a legacy one read in the current layout)."""
+    from mecharule.config import migrate_legacy
+
+    task = migrate_legacy(config)[0].get("task")
+    return task.get("name") if isinstance(task, dict) else None

@@ -306,16 +306,15 @@ def small_chunks(monkeypatch):
 
 def test_measure_interrupted_mid_chunk_generates_only_the_rest(upstream, tmp_path, monkeypatch, small_chunks):
     import mecharule.decoding.generation as generation
-    from mecharule.behaviour.measure import measure_behaviour
+    from mecharule.behaviour.measure import MeasureSettings, measure_behaviour
 
     pipe = upstream[2]
     prompts = pipe.task.prompts().iloc[:200].reset_index(drop=True)
 
     def measured(partial: Path, kill_after: int | None = None) -> tuple[Meter, pd.DataFrame | None]:
         def run() -> pd.DataFrame:
-            return measure_behaviour(
-                pipe.handle, pipe.task, prompts, batch_size=16, test_fraction=0.3, seed=0, partial_dir=partial
-            )
+            settings = MeasureSettings(batch_size=16, test_fraction=0.3, seed=0, partial_dir=partial)
+            return measure_behaviour(pipe.handle, pipe.task, prompts, settings)
 
         with monkeypatch.context() as patch:
             meter = Meter(patch, generation, "greedy_generate", lambda _h, ids, *a, **k: len(ids), kill_after)
@@ -359,9 +358,8 @@ def test_ctrl_c_in_measure_saves_the_finished_batches_before_the_next_checkpoint
     partial = tmp_path / ".partial" / "measure-x"
 
     def run() -> pd.DataFrame:
-        return measure.measure_behaviour(
-            pipe.handle, pipe.task, prompts, batch_size=16, test_fraction=0.3, seed=0, partial_dir=partial
-        )
+        settings = measure.MeasureSettings(batch_size=16, test_fraction=0.3, seed=0, partial_dir=partial)
+        return measure.measure_behaviour(pipe.handle, pipe.task, prompts, settings)
 
     with monkeypatch.context() as patch:
         Meter(patch, generation, "greedy_generate", lambda _h, ids, *a, **k: len(ids), 4)

@@ -113,6 +113,7 @@ def test_every_artifact_round_trips_through_its_result(finished, tmp_path):
 def test_a_run_reads_each_stage_and_the_stage_functions_return_the_same(finished):
     run = mecharule.load_run(finished.path)
     assert run.summary is not None and run.agonists is not None and run.attribution is not None
+    assert run.summary["task"] == "arithmetic" and run.summary["model"] == "zoo:arithmetic"
     assert len(run.agonists) == run.summary["n_agonists"] > 0
     assert run.behaviour is not None and round(run.behaviour.accuracy, 4) == run.summary["accuracy"]
     assert run.rules is not None and run.rules.test is not None

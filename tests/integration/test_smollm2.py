@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mecharule.behaviour.measure import measure_behaviour
+from mecharule.behaviour.measure import MeasureSettings, measure_behaviour
 from mecharule.decoding.generation import generate_answers
 from mecharule.errors import ModelLoadError
 from mecharule.interventions.engine import AblationEngine
@@ -48,15 +48,10 @@ def _formatted(handle: ModelHandle, task: Task, n: int, seed: int = 0) -> pd.Dat
 
 
 def _measure(handle: ModelHandle, task: Task, prompts: pd.DataFrame, tmp_path) -> pd.DataFrame:
-    return measure_behaviour(
-        handle,
-        task,
-        prompts,
-        batch_size=len(prompts),
-        test_fraction=0.25,
-        seed=0,
-        partial_dir=tmp_path / ".partial" / "measure",
+    settings = MeasureSettings(
+        batch_size=len(prompts), test_fraction=0.25, seed=0, partial_dir=tmp_path / ".partial" / "measure"
     )
+    return measure_behaviour(handle, task, prompts, settings)
 
 
 def _assert_parse_columns_consistent(table: pd.DataFrame) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +45,35 @@ def stratified_split(strata: pd.Series, test_fraction: float, seed: int) -> np.n
     return split
 
 
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How :func:`measure_behaviour` runs: ``batch_size`` prompts per generation batch, a
+    ``test_fraction`` share of every stratum held out by the split drawn from ``seed``, and
+    ``partial_dir``, the folder that keeps the finished answers of an interrupted measure (removed
+    once the table is complete)."""
+
+    batch_size: int
+    test_fraction: float
+    seed: int
+    partial_dir: Path
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One chunk of prompts: ``texts``, the prompts from position ``start`` of the prompt list."""
+
+    start: int
+    texts: list[str]
+
+
 def _answer_chunks(
     handle: ModelHandle,
     task: Task,
     prompts: list[str],
-    batch_size: int,
-    partial: Path,
+    settings: MeasureSettings,
     progress: Callable[[int], None] | None,
 ) -> list[str]:
+    partial = settings.partial_dir
     partial.mkdir(parents=True, exist_ok=True)
     answers: list[str] = []
     for start in range(0, len(prompts), CHUNK):
@@ -59,7 +81,7 @@ def _answer_chunks(
         texts = prompts[start : start + CHUNK]
         done = _saved_chunk(path, len(texts))
         if done is None:
-            done = _answer_chunk(handle, task, texts, start, batch_size, partial, progress)
+            done = _answer_chunk(handle, task, _Chunk(start, texts), settings, progress)
             with atomic_path(path) as tmp:
                 pd.DataFrame({"answer": done}).to_parquet(tmp)
             for part in partial.glob(f"chunk-{start:09d}.part-*.parquet"):
@@ -87,14 +109,13 @@ def _saved_chunk(path: Path, n: int) -> list[str] | None:
 def _answer_chunk(
     handle: ModelHandle,
     task: Task,
-    texts: list[str],
-    start: int,
-    batch_size: int,
-    partial: Path,
+    chunk: _Chunk,
+    settings: MeasureSettings,
     progress: Callable[[int], None] | None,
 ) -> list[str]:
     """One chunk's answers: saved parts first, then the rest in length order, saving a part at least
     every ``CHECKPOINT_SECONDS``."""
+    texts, start, partial = chunk.texts, chunk.start, settings.partial_dir
     _, order = length_order(handle, texts)
     answers: list[str] = [""] * len(texts)
     position = _saved_parts(partial, start, order, answers)
@@ -102,7 +123,9 @@ def _answer_chunk(
         progress(position)
     pending: list[tuple[int, str]] = []
     saved_at = time.monotonic()
-    batches = answer_batches(handle, texts, task.max_new_tokens, batch_size, stop_strings_of(task), position)
+    batches = answer_batches(
+        handle, texts, task.max_new_tokens, settings.batch_size, stop_strings_of(task), position
+    )
     try:
         for indices, batch in batches:
             for i, answer in zip(indices, batch, strict=True):
@@ -171,20 +194,17 @@ def measure_behaviour(
     handle: ModelHandle,
     task: Task,
     prompts: pd.DataFrame,
-    *,
-    batch_size: int,
-    test_fraction: float,
-    seed: int,
-    partial_dir: Path,
+    settings: MeasureSettings,
     progress: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """``prompt, answer, parsed, parsed_ok, label, split`` + ``question`` (the unformatted prompt, when
     the table has it) + the task's metadata columns, one row per prompt. ``answer`` is the raw
-    decoded text; ``parsed`` the value the task read from it (None when it read none)."""
+    decoded text; ``parsed`` the value the task read from it (None when it read none). ``progress``
+    is called with the number of prompts answered since its last call."""
     if len(prompts) == 0:
         raise DataError(f"task {task.name!r} produced no prompts; check its options")
     texts = prompts["prompt"].tolist()
-    answers = _answer_chunks(handle, task, texts, batch_size, partial_dir, progress)
+    answers = _answer_chunks(handle, task, texts, settings, progress)
     labels = np.asarray(task.score(prompts, answers), dtype=bool)
     parsed = parsed_answers(task, answers)
     table = pd.DataFrame(
@@ -203,7 +223,8 @@ def measure_behaviour(
     strata = table["label"].astype(str)
     if task.group_column:
         strata = table[task.group_column].astype(str) + "|" + strata
-    table["split"] = stratified_split(strata, test_fraction, seed)
+    table["split"] = stratified_split(strata, settings.test_fraction, settings.seed)
+    partial_dir = settings.partial_dir
     shutil.rmtree(partial_dir, ignore_errors=True)
     if partial_dir.parent.name == ".partial" and not any(partial_dir.parent.iterdir()):
         partial_dir.parent.rmdir()

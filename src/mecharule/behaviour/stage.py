@@ -21,7 +21,7 @@ OUTPUTS = ["behaviour.parquet", "features.parquet", "features.json"]
 def run_measure(ctx: StageContext, partial: str) -> list[str]:
     """Measure the run's task; ``partial``: the folder (in the run directory) that keeps finished
     batches of an interrupted measure."""
-    from mecharule.behaviour.measure import measure_behaviour
+    from mecharule.behaviour.measure import MeasureSettings, measure_behaviour
     from mecharule.reference_cache import FOLDER
     from mecharule.tasks.formats import format_task_prompts
 
@@ -33,15 +33,14 @@ def run_measure(ctx: StageContext, partial: str) -> list[str]:
     prompts = format_task_prompts(task, prompts, ctx.handle.tokenizer, shots)
     batch = ctx.sizing.batch_size
     with ctx.progress(f"measure ({len(prompts):,} prompts, batches of {batch})", len(prompts)) as bar:
-        table = measure_behaviour(
-            ctx.handle,
-            task,
-            prompts,
+        settings = MeasureSettings(
             batch_size=batch,
             test_fraction=ctx.config.task.test_fraction,
             seed=ctx.seed,
             partial_dir=ctx.rundir.file(partial),
-            progress=calibrating_tick(bar, len(prompts), "measure", ctx.notify),
+        )
+        table = measure_behaviour(
+            ctx.handle, task, prompts, settings, calibrating_tick(bar, len(prompts), "measure", ctx.notify)
         )
     provenance = {
         "task": task.name,
@@ -86,24 +85,16 @@ def _proposed(
     ctx: StageContext, prompts: pd.DataFrame, table: pd.DataFrame, seed_features: list[Feature]
 ) -> tuple[pd.DataFrame, dict[str, Any], list[Any]]:
     """Features an LLM proposes (``task.propose_features``): their table, the log, their definitions."""
-    from mecharule.features.sandbox import SandboxLimits
-    from mecharule.features.stage import proposal_source, proposed_features
+    from mecharule.features.stage import ProposalInputs, proposal_source, proposed_features
+    from mecharule.llm.client import ChatClient
 
     cfg = ctx.config.task.propose_features
     with ctx.progress("propose features (LLM + sandbox)", None):
-        extra, extra_table, log = proposed_features(
-            ctx.task,
-            prompts,
-            table["label"].to_numpy(bool),
-            (table["split"] == "train").to_numpy(),
-            seed_features,
-            cache_dir=ctx.rundir.file(".llm_cache"),
-            n_rounds=cfg.rounds,
-            n_features=cfg.n_features,
-            n_examples=cfg.n_examples,
-            seed=ctx.seed,
-            limits=SandboxLimits(wall_seconds=cfg.feature_seconds, round_seconds=cfg.round_seconds),
+        inputs = ProposalInputs(
+            prompts, table["label"].to_numpy(bool), (table["split"] == "train").to_numpy(), seed_features
         )
+        client = ChatClient.from_env(cache_dir=ctx.rundir.file(".llm_cache"))
+        extra, extra_table, log = proposed_features(ctx.task, inputs, cfg, client=client, seed=ctx.seed)
     return extra_table, log, [proposal_source(f) for f in extra]
 
 

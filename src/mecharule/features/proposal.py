@@ -33,8 +33,9 @@ from mecharule.llm.client import ChatCompleter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "ProposedFeature", "SkippedProposal", "build_proposal_prompt",
-           "parse_feature_list", "propose_features"]  # fmt: skip
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "ExampleGroups", "LabelledPrompts", "ProposalBrief", "ProposalSettings",
+           "ProposedFeature", "SkippedProposal", "build_proposal_prompt", "parse_feature_list",
+           "propose_features"]  # fmt: skip
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an expert in interpretability who designs simple, deterministic Python features of a "
@@ -61,47 +62,90 @@ class SkippedProposal:
     python_src: str = ""
 
 
+@dataclass(frozen=True)
+class LabelledPrompts:
+    """The prompts the features must tell apart: a table with a ``prompt`` column (its other
+    columns are the ``info`` of each row) and one label per row, True where the row shows the
+    behaviour (group A) and False where it does not (group B)."""
+
+    prompts: pd.DataFrame
+    labels: Sequence[bool] | np.ndarray
+
+
+@dataclass(frozen=True)
+class ProposalBrief:
+    """What the LLM is told besides the examples.
+
+    ``system_prompt`` is sent whole; ``positive_label`` names the behaviour of group A
+    ("correct", "jailbroken"); ``info_keys`` are the ``info`` keys the functions may read (None:
+    every column of the table but ``prompt``); ``existing`` lists (name, description) of the
+    features already defined (seed features): they are shown to the LLM and their names are never
+    proposed again.
+    """
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    positive_label: str = "positive"
+    info_keys: Sequence[str] | None = None
+    existing: Sequence[tuple[str, str]] = ()
+
+
+@dataclass(frozen=True)
+class ProposalSettings:
+    """How the proposal rounds run.
+
+    ``n_rounds`` rounds, each asking for ``n_features`` features and showing ``n_examples``
+    prompts of each group and up to ``max_shown`` earlier proposals; a round that yields nothing
+    is sent again, at most ``max_attempts`` times in all. ``temperature`` and ``max_tokens`` go
+    to the LLM; ``seed`` (or a generator) draws the examples and the LLM's seeds.
+    """
+
+    n_rounds: int = 10
+    n_features: int = 16
+    n_examples: int = 32
+    max_shown: int = 20
+    max_attempts: int = 3
+    temperature: float = 0.3
+    max_tokens: int | None = None
+    seed: int | np.random.Generator = 42
+
+
 def propose_features(
     client: ChatCompleter,
-    prompts: pd.DataFrame,
-    labels: Sequence[bool] | np.ndarray,
+    examples: LabelledPrompts,
     *,
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-    positive_label: str = "positive",
-    info_keys: Sequence[str] | None = None,
-    existing: Sequence[tuple[str, str]] = (),
-    n_rounds: int = 10,
-    n_features: int = 16,
-    n_examples: int = 32,
-    max_shown: int = 20,
-    max_attempts: int = 3,
-    temperature: float = 0.3,
-    max_tokens: int | None = None,
-    seed: int | np.random.Generator = 42,
+    brief: ProposalBrief | None = None,
+    settings: ProposalSettings | None = None,
     on_skip: Callable[[SkippedProposal], None] | None = None,
 ) -> list[ProposedFeature]:
-    """Run ``n_rounds`` contrastive proposal rounds; return the new, valid, distinct proposals.
+    """Run ``settings.n_rounds`` contrastive proposal rounds; return the new, valid, distinct proposals.
 
-    ``labels[i]`` is True where row ``i`` shows the behaviour named ``positive_label`` ("correct",
-    "jailbroken"). ``existing`` lists (name, description) of features already defined (seed
-    features); they are shown to the LLM and their names are never proposed again. At most
-    ``n_rounds * max_attempts`` requests are sent. ``on_skip`` receives every item not kept.
+    ``examples`` holds the prompts and their labels; ``brief`` (default :class:`ProposalBrief`)
+    what the LLM is told about them; ``settings`` (default :class:`ProposalSettings`) how many
+    rounds, features and examples. At most ``n_rounds * max_attempts`` requests are sent.
+    ``on_skip`` receives every item not kept.
     """
-    _check_settings(n_rounds, n_features, n_examples, max_shown, max_attempts)
-    texts, positives, negatives = _split_examples(prompts, labels)
+    brief = brief or ProposalBrief()
+    settings = settings or ProposalSettings()
+    _check_settings(settings)
+    prompts = examples.prompts
+    texts, positives, negatives = _split_examples(prompts, examples.labels)
+    info_keys = brief.info_keys
     keys = [c for c in prompts.columns if c != "prompt"] if info_keys is None else list(info_keys)
+    seed = settings.seed
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    existing = brief.existing
     seen = {feature_name(name) for name, _ in existing}
     accepted: list[ProposedFeature] = []
-    for round_index in range(n_rounds):
-        for attempt in range(max_attempts):
-            shown = _shown_features(existing, accepted, max_shown, rng)
-            user = build_proposal_prompt(
-                [texts[i] for i in _sample(positives, n_examples, rng)],
-                [texts[i] for i in _sample(negatives, n_examples, rng)],
-                shown, keys, n_features, positive_label,
-            )  # fmt: skip
-            answer = client.complete(system_prompt, user, temperature=temperature, max_tokens=max_tokens,
+    for round_index in range(settings.n_rounds):
+        for attempt in range(settings.max_attempts):
+            shown = _shown_features(existing, accepted, settings.max_shown, rng)
+            groups = ExampleGroups(
+                [texts[i] for i in _sample(positives, settings.n_examples, rng)],
+                [texts[i] for i in _sample(negatives, settings.n_examples, rng)],
+            )
+            user = build_proposal_prompt(groups, shown, keys, settings.n_features, brief.positive_label)
+            answer = client.complete(brief.system_prompt, user, temperature=settings.temperature,
+                                     max_tokens=settings.max_tokens,
                                      seed=int(rng.integers(2**31 - 1)))  # fmt: skip
             new, skipped = _accept(answer, seen, round_index)
             if on_skip is not None:
@@ -114,12 +158,10 @@ def propose_features(
     return accepted
 
 
-def _check_settings(
-    n_rounds: int, n_features: int, n_examples: int, max_shown: int, max_attempts: int
-) -> None:
-    for name, value, low in (("n_rounds", n_rounds, 0), ("n_features", n_features, 1),
-                             ("n_examples", n_examples, 1), ("max_shown", max_shown, 0),
-                             ("max_attempts", max_attempts, 1)):  # fmt: skip
+def _check_settings(settings: ProposalSettings) -> None:
+    for name, low in (("n_rounds", 0), ("n_features", 1), ("n_examples", 1), ("max_shown", 0),
+                      ("max_attempts", 1)):  # fmt: skip
+        value = getattr(settings, name)
         if not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
@@ -157,9 +199,17 @@ def _shown_features(
     return [*existing, *proposed]
 
 
+@dataclass(frozen=True)
+class ExampleGroups:
+    """The example prompts shown in one proposal round: ``positives`` (group A, the behaviour
+    named ``positive_label``) and ``negatives`` (group B, not that behaviour)."""
+
+    positives: Sequence[str]
+    negatives: Sequence[str]
+
+
 def build_proposal_prompt(
-    positives: Sequence[str],
-    negatives: Sequence[str],
+    examples: ExampleGroups,
     shown: Sequence[tuple[str, str]],
     info_keys: Sequence[str],
     n_features: int,
@@ -170,10 +220,10 @@ def build_proposal_prompt(
         "You will see two groups of INPUT prompts given to a language model (inputs only, no answers).",
         "",
         f"### Group A: the model's behaviour was '{positive_label}'",
-        *(_example_line(p) for p in positives),
+        *(_example_line(p) for p in examples.positives),
         "",
         f"### Group B: the model's behaviour was NOT '{positive_label}'",
-        *(_example_line(p) for p in negatives),
+        *(_example_line(p) for p in examples.negatives),
     ]
     if shown:
         parts += ["", "### ALREADY DEFINED FEATURES (DO NOT REPEAT)", *(f"- {n}: {d}" for n, d in shown)]

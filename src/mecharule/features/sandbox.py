@@ -51,6 +51,7 @@ from mecharule.features.base import Feature, FeatureKind
 from mecharule.features.sandbox_process import (
     ROUND_BUDGET_EXHAUSTED,
     WORKER_PATH,
+    RowsFile,
     SandboxLimits,
     SandboxProbe,
     SandboxRun,
@@ -61,9 +62,10 @@ from mecharule.features.sandbox_process import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ROUND_BUDGET_EXHAUSTED", "WORKER_PATH", "ProposedFeature", "Rejection", "SandboxLimits",
-           "SandboxProbe", "SandboxRun", "build_rows", "feature_name", "probe_sandbox",
-           "run_feature_source", "score_proposed_features", "validate_feature_source"]  # fmt: skip
+__all__ = ["ROUND_BUDGET_EXHAUSTED", "WORKER_PATH", "FeatureColumns", "ProposedFeature", "Rejection",
+           "RowsFile", "SandboxLimits", "SandboxProbe", "SandboxRun", "build_rows", "feature_name",
+           "probe_sandbox", "run_feature_source", "score_proposed_features",
+           "validate_feature_source"]  # fmt: skip
 
 MAX_SOURCE_CHARS = 4000
 MAX_SOURCE_LINES = 60
@@ -200,14 +202,13 @@ def _name_violation(name: str) -> str:
 
 def run_feature_source(
     source: str,
-    rows_path: Path,
-    n_rows: int,
+    rows: RowsFile,
     limits: SandboxLimits,
     *,
     deadline: float | None = None,
     _unchecked: bool = False,
 ) -> SandboxRun:
-    """Run one feature on the JSON rows in ``rows_path`` (``[[prompt, info], ...]``) in a worker.
+    """Run one feature on the JSON rows in ``rows.path`` (``[[prompt, info], ...]``) in a worker.
 
     Validation errors raise :class:`SandboxError`; failures inside the worker are returned as a
     :class:`SandboxRun` with ``values=None`` and the reason. ``deadline`` (:func:`time.monotonic`)
@@ -215,7 +216,7 @@ def run_feature_source(
     show that the process limits hold on their own); never use it otherwise.
     """
     function = _function_name_unchecked(source) if _unchecked else validate_feature_source(source)
-    return run_worker(source, function, rows_path, n_rows, limits, deadline=deadline)
+    return run_worker(source, function, rows, limits, deadline=deadline)
 
 
 def _function_name_unchecked(source: str) -> str:
@@ -230,27 +231,37 @@ def _function_name_unchecked(source: str) -> str:
 # -- from proposals to Features --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FeatureColumns:
+    """How proposed features meet the prompt table's columns: ``info_columns`` form each row's
+    ``info`` dict (None: every column but ``prompt``), and ``taken_names`` are feature names
+    already in use (e.g. the seed features), which the accepted features never reuse."""
+
+    info_columns: Sequence[str] | None = None
+    taken_names: Collection[str] = ()
+
+
 def score_proposed_features(
     sources: Sequence[ProposedFeature],
     prompts: pd.DataFrame,
-    info_columns: Sequence[str] | None = None,
+    columns: FeatureColumns | None = None,
     *,
     limits: SandboxLimits | None = None,
-    taken_names: Collection[str] = (),
     _unchecked: bool = False,
 ) -> tuple[list[Feature], list[Rejection]]:
     """Validate and run every proposal in the sandbox on ``prompts``; return (accepted, rejected).
 
     Rounds run one after the other; the proposals of one round share ``limits.round_seconds``.
 
-    ``info`` for each row is a dict of the ``info_columns`` (default: every column but
+    ``info`` for each row is a dict of the ``columns.info_columns`` (default: every column but
     ``prompt``) with JSON values. Accepted features keep the proposal order; their names are the
-    labels made identifier-like and unique (also against ``taken_names``, e.g. the seed
+    labels made identifier-like and unique (also against ``columns.taken_names``, e.g. the seed
     features). Their ``compute`` returns the values computed here, for this table only.
     """
+    columns = columns or FeatureColumns()
     limits = limits or SandboxLimits()
-    rows = build_rows(prompts, info_columns)
-    names = _unique_names([p.label for p in sources], taken_names)
+    rows = build_rows(prompts, columns.info_columns)
+    names = _unique_names([p.label for p in sources], columns.taken_names)
     rejected: dict[int, Rejection] = {}
     runnable: list[int] = []
     for i, proposal in enumerate(sources):
@@ -320,23 +331,24 @@ def _run_all(
     with tempfile.TemporaryDirectory(prefix="mecharule-sandbox-") as tmp:
         rows_path = Path(tmp) / "rows.json"
         rows_path.write_text(json.dumps(rows, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+        rows_file = RowsFile(rows_path, len(rows))
         for round_index in sorted({p.round for p in proposals}):
             members = [i for i, p in enumerate(proposals) if p.round == round_index]
             sources = [proposals[i].python_src for i in members]
-            results = _run_round(sources, rows_path, len(rows), limits, unchecked)
+            results = _run_round(sources, rows_file, limits, unchecked)
             runs.update(zip(members, results, strict=True))
     return [runs[i] for i in range(len(proposals))]
 
 
 def _run_round(
-    sources: list[str], rows_path: Path, n_rows: int, limits: SandboxLimits, unchecked: bool
+    sources: list[str], rows: RowsFile, limits: SandboxLimits, unchecked: bool
 ) -> list[SandboxRun]:
     """Run one round's sources, ``n_jobs`` at a time, all before the round's deadline."""
     deadline = None if limits.round_seconds is None else time.monotonic() + limits.round_seconds
     n_jobs = limits.n_jobs or os.cpu_count() or 1
 
     def run(source: str) -> SandboxRun:
-        return run_feature_source(source, rows_path, n_rows, limits, deadline=deadline, _unchecked=unchecked)
+        return run_feature_source(source, rows, limits, deadline=deadline, _unchecked=unchecked)
 
     with ThreadPoolExecutor(max_workers=min(n_jobs, len(sources))) as pool:
         return list(pool.map(run, sources))

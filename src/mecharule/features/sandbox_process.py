@@ -132,16 +132,24 @@ def worker_command(spec: Mapping[str, Any]) -> list[str]:
     return [sys.executable, "-I", "-S", str(WORKER_PATH), json.dumps(spec)]
 
 
+@dataclass(frozen=True)
+class RowsFile:
+    """The JSON file of ``[[prompt, info], ...]`` rows a worker reads on its stdin, and how many
+    rows it holds (the worker must return one value per row)."""
+
+    path: Path
+    n_rows: int
+
+
 def run_worker(
     source: str,
     function: str,
-    rows_path: Path,
-    n_rows: int,
+    rows: RowsFile,
     limits: SandboxLimits,
     *,
     deadline: float | None = None,
 ) -> SandboxRun:
-    """Run ``function`` from ``source`` on the JSON rows in ``rows_path`` in a confined worker.
+    """Run ``function`` from ``source`` on the JSON rows in ``rows.path`` in a confined worker.
 
     ``deadline`` (a :func:`time.monotonic` time) ends the round's budget: the worker is not
     started after it, and is killed at it. Failures come back as ``values=None`` and the reason.
@@ -154,14 +162,14 @@ def run_worker(
         if remaining <= 0:
             return SandboxRun(None, error=ROUND_BUDGET_EXHAUSTED)
         timeout, budget_cut = min(timeout, remaining), remaining < timeout
-    with open(rows_path, "rb") as stdin:
+    with open(rows.path, "rb") as stdin:
         process = subprocess.Popen(
             worker_command(worker_spec(source, function, limits)), stdin=stdin, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, cwd=rows_path.parent, env={"PATH": os.defpath, "LC_ALL": "C.UTF-8"},
+            stderr=subprocess.DEVNULL, cwd=rows.path.parent, env={"PATH": os.defpath, "LC_ALL": "C.UTF-8"},
             start_new_session=True, close_fds=True,
         )  # fmt: skip
     try:
-        output, failure = _collect_output(process, timeout, max_bytes=32 * n_rows + 8192)
+        output, failure = _collect_output(process, timeout, max_bytes=32 * rows.n_rows + 8192)
     finally:
         cpu_seconds = _kill_and_reap(process)
     if failure == "timeout":
@@ -170,7 +178,7 @@ def run_worker(
     if failure:
         return SandboxRun(None, error=failure)
     assert process.returncode is not None  # reaped above
-    return _parse_worker_output(output, process.returncode, cpu_seconds, limits, n_rows)
+    return _parse_worker_output(output, process.returncode, cpu_seconds, limits, rows.n_rows)
 
 
 def _collect_output(process: subprocess.Popen[bytes], timeout: float, max_bytes: int) -> tuple[bytes, str]:
@@ -318,7 +326,9 @@ def probe_sandbox(limits: SandboxLimits | None = None) -> SandboxProbe:
     with tempfile.TemporaryDirectory(prefix="mecharule-sandbox-") as tmp:
         rows_path = Path(tmp) / "rows.json"
         rows_path.write_text('[["", {}]]', encoding="utf-8")
-        run = run_worker(PROBE_SOURCE, "probe", rows_path, 1, limits or SandboxLimits(wall_seconds=30.0))
+        run = run_worker(
+            PROBE_SOURCE, "probe", RowsFile(rows_path, 1), limits or SandboxLimits(wall_seconds=30.0)
+        )
     if run.values is None:
         raise SandboxError(f"the sandbox worker does not start on this system: {run.error}")
     missing = tuple(f"no {name} protection" for name in PROTECTIONS if not run.protections.get(name))

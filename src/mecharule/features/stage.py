@@ -14,74 +14,88 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mecharule.config import FeatureProposalConfig
 from mecharule.errors import SandboxError
 from mecharule.features.base import Feature
 from mecharule.features.filters import DroppedFeature, filter_features
-from mecharule.features.proposal import DEFAULT_SYSTEM_PROMPT, SkippedProposal, propose_features
+from mecharule.features.proposal import (
+    DEFAULT_SYSTEM_PROMPT,
+    LabelledPrompts,
+    ProposalBrief,
+    ProposalSettings,
+    SkippedProposal,
+    propose_features,
+)
 from mecharule.features.sandbox import (
+    FeatureColumns,
     ProposedFeature,
     Rejection,
     SandboxLimits,
     probe_sandbox,
     score_proposed_features,
 )
+from mecharule.llm.client import ChatCompleter
 from mecharule.tasks.base import Task
 
 KEPT_REASON = "kept: passed the AST check, the sandbox and the train-row filters"
 
 
+@dataclass(frozen=True)
+class ProposalInputs:
+    """What the measure stage hands to the proposal: its prompt table, each row's behaviour label,
+    the train-row mask (proposals and filters see train rows only, so test rows stay held out), and
+    the seed features already defined (shown to the LLM; their names are never reused)."""
+
+    prompts: pd.DataFrame
+    labels: np.ndarray
+    is_train: np.ndarray
+    seed_features: Sequence[Feature]
+
+
 def proposed_features(
     task: Task,
-    prompts: pd.DataFrame,
-    labels: np.ndarray,
-    is_train: np.ndarray,
-    seed_features: Sequence[Feature],
+    inputs: ProposalInputs,
+    config: FeatureProposalConfig,
     *,
-    cache_dir: Path,
-    n_rounds: int,
-    n_features: int,
-    n_examples: int,
+    client: ChatCompleter,
     seed: int,
-    client: Any = None,
-    limits: SandboxLimits | None = None,
 ) -> tuple[list[Feature], pd.DataFrame, dict[str, Any]]:
     """Accepted proposed features, their value table, and a log of every proposal's fate.
 
-    ``limits`` bounds each sandboxed feature and each round (default :class:`SandboxLimits`: 20 s
-    per feature, 120 s per round).
+    ``config`` gives the rounds, features per round and examples per group, and bounds each
+    sandboxed feature (``feature_seconds``) and each round (``round_seconds``). ``client``
+    answers the proposal requests (``ChatClient.from_env(cache_dir=...)`` in a run); ``seed``
+    draws the examples.
     """
-    from mecharule.llm.client import ChatClient
-
-    client = client or ChatClient.from_env(cache_dir=cache_dir)
-    limits = limits or SandboxLimits()
+    prompts, labels, is_train = inputs.prompts, inputs.labels, inputs.is_train
+    seed_features = inputs.seed_features
+    limits = SandboxLimits(wall_seconds=config.feature_seconds, round_seconds=config.round_seconds)
     train = prompts[is_train].reset_index(drop=True)
     skipped: list[SkippedProposal] = []
     proposals = propose_features(
         client,
-        train,
-        labels[is_train],
-        system_prompt=getattr(task, "feature_system_prompt", DEFAULT_SYSTEM_PROMPT),
-        positive_label=task.positive_label,
-        info_keys=list(task.metadata_columns),
-        existing=[(f.name, f.description) for f in seed_features],
-        n_rounds=n_rounds,
-        n_features=n_features,
-        n_examples=n_examples,
-        seed=seed,
+        LabelledPrompts(train, labels[is_train]),
+        brief=ProposalBrief(
+            system_prompt=getattr(task, "feature_system_prompt", DEFAULT_SYSTEM_PROMPT),
+            positive_label=task.positive_label,
+            info_keys=list(task.metadata_columns),
+            existing=[(f.name, f.description) for f in seed_features],
+        ),
+        settings=ProposalSettings(
+            n_rounds=config.rounds, n_features=config.n_features, n_examples=config.n_examples, seed=seed
+        ),
         on_skip=skipped.append,
     )
     accepted, rejected = score_proposed_features(
         proposals,
         prompts,
-        list(task.metadata_columns),
+        FeatureColumns(info_columns=list(task.metadata_columns), taken_names={f.name for f in seed_features}),
         limits=limits,
-        taken_names={f.name for f in seed_features},
     )
     values = pd.DataFrame({f.name: f.compute(prompts) for f in accepted}, index=prompts.index)
     kept = filter_features(values[is_train], labels[is_train]) if len(accepted) else None
@@ -154,11 +168,9 @@ def _records(outcomes: ProposalOutcomes) -> list[dict[str, Any]]:
         else:
             status, stage, name = "rejected", "filter", feature.name
             reason = dropped.get(feature.name, "dropped by the filters")
-        records.append(
-            _record(proposal.round, proposal.label, status, stage, reason, name, proposal.python_src)
-        )
+        records.append(_record(proposal, status, stage, reason, name))
     records += [
-        _record(skip.round, skip.label, "rejected", skip.stage, skip.reason, None, skip.python_src)
+        _record(skip, "rejected", skip.stage, skip.reason, None)
         for skip in outcomes.skipped
         if skip.label is not None
     ]
@@ -166,10 +178,11 @@ def _records(outcomes: ProposalOutcomes) -> list[dict[str, Any]]:
 
 
 def _record(
-    round_index: int, label: str, status: str, stage: str | None, reason: str, name: str | None, source: str
+    item: ProposedFeature | SkippedProposal, status: str, stage: str | None, reason: str, name: str | None
 ) -> dict[str, Any]:
-    return {"round": round_index, "label": label, "status": status, "stage": stage, "reason": reason,
-            "name": name, "python_src": source}  # fmt: skip
+    """One entry of ``proposals`` in the log: the item's round, label and source, and its fate."""
+    return {"round": item.round, "label": item.label, "status": status, "stage": stage, "reason": reason,
+            "name": name, "python_src": item.python_src}  # fmt: skip
 
 
 def _sandbox_protections(limits: SandboxLimits) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from mecharule.config import SearchSettings
 from mecharule.errors import DataError
-from mecharule.random_streams import stream
+from mecharule.random_streams import stream, stream_entropy
 from mecharule.rules.language import Rule
 from mecharule.sampling.slices import Clustering, covered_unrelated
 
@@ -96,7 +96,13 @@ def problem_specs(
         mask = rule_mask(disjunct, features)[pool]
         for regime in regimes:
             chosen = covered_unrelated(
-                mask, labels, regime, n_covered, n_unrelated, seed + len(specs), clustering
+                mask,
+                labels,
+                regime,
+                n_covered,
+                n_unrelated,
+                stream_entropy(seed, "search.slices", len(specs)),
+                clustering,
             )
             covered, unrelated = np.sort(pool[chosen.covered]), np.sort(pool[chosen.unrelated])
             reason = ""

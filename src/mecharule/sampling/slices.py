@@ -12,6 +12,7 @@ is a stratified sample; without one, a seeded uniform sample.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,10 +49,12 @@ def covered_unrelated(
     regime: str,
     n_covered: int,
     n_unrelated: int,
-    seed: int,
+    seed: int | Sequence[int],
     clustering: Clustering | None = None,
 ) -> SliceSelection:
-    """Covered and unrelated rows for the rule and regime (see the module docstring)."""
+    """Covered and unrelated rows for the rule and regime (see the module docstring). ``seed``: an
+    int or the entropy of the problem's stream (``[seed, salt, problem index]``); each side draws
+    from it with the side (0 covered, 1 unrelated) appended."""
     mask = np.asarray(rule_mask, dtype=bool)
     labels = np.asarray(labels, dtype=bool)
     if mask.shape != labels.shape or mask.ndim != 1:
@@ -73,13 +76,16 @@ def covered_unrelated(
     return SliceSelection(covered, unrelated, len(pool_c), len(pool_u), reason)
 
 
-def _sample(pool: np.ndarray, n: int, seed: int, side: int, clustering: Clustering | None) -> np.ndarray:
+def _sample(
+    pool: np.ndarray, n: int, seed: int | Sequence[int], side: int, clustering: Clustering | None
+) -> np.ndarray:
     if n < 0:
         raise ConfigError(f"slice size {n} is negative")
+    entropy = [seed, side] if isinstance(seed, int) else [*seed, side]
     if clustering is not None:
         c = clustering
-        return stratified_sample(c.Z, c.centers, c.assignment, pool, n, [seed, side])
-    rng = np.random.default_rng([seed, side])
+        return stratified_sample(c.Z, c.centers, c.assignment, pool, n, entropy)
+    rng = np.random.default_rng(entropy)
     if len(pool) <= n:
         return rng.permutation(pool)
     return rng.choice(pool, size=n, replace=False)

@@ -11,6 +11,10 @@ import pytest
 from mecharule.errors import ConfigError, DataError
 from mecharule.features.proposal import (
     DEFAULT_SYSTEM_PROMPT,
+    ExampleGroups,
+    LabelledPrompts,
+    ProposalBrief,
+    ProposalSettings,
     build_proposal_prompt,
     parse_feature_list,
     propose_features,
@@ -43,6 +47,7 @@ PROMPTS = pd.DataFrame(
     }
 )
 LABELS = PROMPTS["operator"].eq("+").to_numpy()
+EXAMPLES = LabelledPrompts(PROMPTS, LABELS)
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -122,8 +127,7 @@ def test_parse_junk_gives_nothing_and_never_raises(junk):
 def test_user_prompt_has_groups_features_info_keys_and_rules():
     long_prompt = "x" * 1000
     text = build_proposal_prompt(
-        ["1+1=", long_prompt],
-        ["2*3=\nnext line"],
+        ExampleGroups(["1+1=", long_prompt], ["2*3=\nnext line"]),
         [("seed_len", "prompt length")],
         ["operator", "a"],
         16,
@@ -164,13 +168,9 @@ def test_rounds_send_the_full_system_prompt_and_keep_valid_distinct_features():
     )
     features = propose_features(
         client,
-        PROMPTS,
-        LABELS,
-        system_prompt=system,
-        n_rounds=2,
-        n_examples=3,
-        existing=[("seed_len", "seed: prompt length")],
-        seed=1,
+        EXAMPLES,
+        brief=ProposalBrief(system_prompt=system, existing=[("seed_len", "seed: prompt length")]),
+        settings=ProposalSettings(n_rounds=2, n_examples=3, seed=1),
     )
     assert [(f.label, f.round) for f in features] == [("Length", 0), ("star count", 1)]
     assert len(client.calls) == 3
@@ -183,35 +183,35 @@ def test_rounds_send_the_full_system_prompt_and_keep_valid_distinct_features():
 
 def test_examples_come_from_the_right_groups_and_are_seeded():
     client = FakeClient([], default=json.dumps([item("x")]))
-    propose_features(client, PROMPTS, LABELS, n_rounds=1, n_examples=4, seed=7)
+    propose_features(client, EXAMPLES, settings=ProposalSettings(n_rounds=1, n_examples=4, seed=7))
     user = client.calls[0]["user"]
     group_a, group_b = user.split("### Group B")
     assert group_a.count("+") >= 4 and "*" not in group_a.split("### Group A")[1]
     assert group_b.split("###")[0].count("*") == 4
     again = FakeClient([], default=json.dumps([item("x")]))
-    propose_features(again, PROMPTS, LABELS, n_rounds=1, n_examples=4, seed=7)
+    propose_features(again, EXAMPLES, settings=ProposalSettings(n_rounds=1, n_examples=4, seed=7))
     assert again.calls == client.calls  # same seed, same prompts and LLM seeds
     other = FakeClient([], default=json.dumps([item("x")]))
-    propose_features(other, PROMPTS, LABELS, n_rounds=1, n_examples=4, seed=8)
+    propose_features(other, EXAMPLES, settings=ProposalSettings(n_rounds=1, n_examples=4, seed=8))
     assert other.calls[0]["user"] != user
 
 
 def test_useless_answers_end_after_bounded_attempts():
     client = FakeClient([], default="still nothing")
-    assert propose_features(client, PROMPTS, LABELS, n_rounds=4, max_attempts=2) == []
+    assert propose_features(client, EXAMPLES, settings=ProposalSettings(n_rounds=4, max_attempts=2)) == []
     assert len(client.calls) == 8
 
 
 def test_default_system_prompt_and_input_checks():
     client = FakeClient([json.dumps([item("a")])])
-    propose_features(client, PROMPTS, LABELS, n_rounds=1)
+    propose_features(client, EXAMPLES, settings=ProposalSettings(n_rounds=1))
     assert client.calls[0]["system"] == DEFAULT_SYSTEM_PROMPT
     with pytest.raises(DataError, match="both groups"):
-        propose_features(client, PROMPTS, np.ones(len(PROMPTS), dtype=bool))
+        propose_features(client, LabelledPrompts(PROMPTS, np.ones(len(PROMPTS), dtype=bool)))
     with pytest.raises(DataError, match="one per prompt"):
-        propose_features(client, PROMPTS, LABELS[:3])
+        propose_features(client, LabelledPrompts(PROMPTS, LABELS[:3]))
     with pytest.raises(ConfigError, match="max_attempts"):
-        propose_features(client, PROMPTS, LABELS, max_attempts=0)
+        propose_features(client, EXAMPLES, settings=ProposalSettings(max_attempts=0))
 
 
 def test_every_skipped_item_reaches_on_skip_with_its_reason():
@@ -219,7 +219,11 @@ def test_every_skipped_item_reaches_on_skip_with_its_reason():
     answer = json.dumps([item("Length"), item("length!"), item("evil", bad_src), {"python_src": GOOD}])
     skipped: list = []
     features = propose_features(
-        FakeClient([answer]), PROMPTS, LABELS, n_rounds=1, existing=[("seed_x", "")], on_skip=skipped.append
+        FakeClient([answer]),
+        EXAMPLES,
+        brief=ProposalBrief(existing=[("seed_x", "")]),
+        settings=ProposalSettings(n_rounds=1),
+        on_skip=skipped.append,
     )
     assert [f.label for f in features] == ["Length"]
     assert [(s.round, s.label, s.stage) for s in skipped] == [

@@ -22,6 +22,7 @@ from mecharule.features import sandbox_worker
 from mecharule.features.sandbox import (
     ROUND_BUDGET_EXHAUSTED,
     ProposedFeature,
+    RowsFile,
     SandboxLimits,
     probe_sandbox,
     run_feature_source,
@@ -144,7 +145,7 @@ def test_an_exception_costs_only_its_row(tmp_path):
     rows_path = tmp_path / "rows.json"
     rows_path.write_text(json.dumps([[p, {}] for p in PROMPTS["prompt"]]), encoding="utf-8")
     src = source("if len(prompt) == 2:", "    raise ValueError(10**5000)", "return len(prompt)")
-    run = run_feature_source(src, rows_path, 4, LIMITS)
+    run = run_feature_source(src, RowsFile(rows_path, 4), LIMITS)
     np.testing.assert_array_equal(run.values, [1.0, np.nan, 3.0, 4.0])
     assert run.n_errors == 1 and run.error == "ValueError: <message not printable: ValueError>"
 

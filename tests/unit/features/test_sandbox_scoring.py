@@ -11,6 +11,7 @@ import pytest
 from mecharule.errors import ConfigError, DataError
 from mecharule.features.base import compute_feature_table
 from mecharule.features.sandbox import (
+    FeatureColumns,
     ProposedFeature,
     SandboxLimits,
     build_rows,
@@ -75,7 +76,9 @@ def test_info_holds_json_metadata_and_respects_info_columns():
     np.testing.assert_array_equal(table["n_is_int"], [1, 1, 1, 1])
     rows = build_rows(TABLE, ["n"])
     assert rows[0] == ["a", {"n": 1}]
-    accepted, [rejection] = score(proposal("only n", "return info['x']"), info_columns=["n"])
+    accepted, [rejection] = score(
+        proposal("only n", "return info['x']"), columns=FeatureColumns(info_columns=["n"])
+    )
     assert accepted == [] and "KeyError" in rejection.reason
     with pytest.raises(DataError, match="not in the prompt table"):
         build_rows(TABLE, ["missing"])
@@ -99,7 +102,7 @@ def test_features_carry_metadata_and_unique_names():
         proposal("Digit Count!", "return len(prompt)"),
         proposal("digit count", "return len(prompt) * 2"),
         proposal("1st char code", "return 1.5"),
-        taken_names={"digit_count"},
+        columns=FeatureColumns(taken_names={"digit_count"}),
     )
     assert [f.name for f in accepted] == ["digit_count_1", "digit_count_2", "f_1st_char_code"]
     first = accepted[0]

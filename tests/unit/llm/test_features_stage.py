@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from mecharule.features.sandbox import SandboxLimits
-from mecharule.features.stage import proposal_source, proposed_features
+from mecharule.config import FeatureProposalConfig
+from mecharule.features.stage import ProposalInputs, proposal_source, proposed_features
 from mecharule.llm.client import ChatClient
 from mecharule.tasks import make_task
 
@@ -40,9 +40,9 @@ def test_proposed_features_are_sandboxed_filtered_and_cached(chat_server, tmp_pa
     is_train = np.random.default_rng(0).random(len(prompts)) < 0.8
     chat_server.default = chat_server.reply(content=json.dumps(PROPOSALS))
     client = ChatClient(chat_server.url, "test-model", cache_dir=tmp_path / "cache")
-    seed = list(task.seed_features())
-    kwargs = dict(cache_dir=tmp_path, n_rounds=2, n_features=3, n_examples=8, seed=0, client=client)
-    kept, table, log = proposed_features(task, prompts, labels, is_train, seed, **kwargs)
+    inputs = ProposalInputs(prompts, labels, is_train, list(task.seed_features()))
+    config = FeatureProposalConfig(rounds=2, n_features=3, n_examples=8)
+    kept, table, log = proposed_features(task, inputs, config, client=client, seed=0)
 
     assert [f.name for f in kept] == log["kept"] and len(kept) == 1
     assert table.iloc[:, 0].tolist() == (prompts["operator"] == "*").astype(float).tolist()
@@ -54,7 +54,7 @@ def test_proposed_features_are_sandboxed_filtered_and_cached(chat_server, tmp_pa
 
     calls = chat_server.n_calls
     client2 = ChatClient(chat_server.url, "test-model", cache_dir=tmp_path / "cache")
-    again, _, _ = proposed_features(task, prompts, labels, is_train, seed, **{**kwargs, "client": client2})
+    again, _, _ = proposed_features(task, inputs, config, client=client2, seed=0)
     assert chat_server.n_calls == calls and [f.name for f in again] == [f.name for f in kept]
 
 
@@ -78,10 +78,12 @@ def test_the_log_records_every_proposal_with_its_fate(chat_server, tmp_path):
     is_train = np.random.default_rng(0).random(len(prompts)) < 0.8
     chat_server.default = chat_server.reply(content=json.dumps(EVERY_FATE))
     client = ChatClient(chat_server.url, "test-model", cache_dir=tmp_path / "cache")
-    limits = SandboxLimits(wall_seconds=10.0, round_seconds=90.0)
-    kwargs = dict(cache_dir=tmp_path, n_rounds=1, n_features=7, n_examples=8, seed=0, client=client)
-    kept, _, log = proposed_features(task, prompts, labels, is_train, list(task.seed_features()), **kwargs,
-                                     limits=limits)  # fmt: skip
+    # the sandbox limits: 10 s per feature, 90 s per round
+    config = FeatureProposalConfig(
+        rounds=1, n_features=7, n_examples=8, feature_seconds=10.0, round_seconds=90.0
+    )
+    inputs = ProposalInputs(prompts, labels, is_train, list(task.seed_features()))
+    kept, _, log = proposed_features(task, inputs, config, client=client, seed=0)
 
     fates = {r["label"]: (r["status"], r["stage"]) for r in log["proposals"]}
     assert fates == {

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from mecharule.features.proposal import propose_features
-from mecharule.features.sandbox import SandboxLimits, score_proposed_features
+from mecharule.features.proposal import LabelledPrompts, ProposalBrief, ProposalSettings, propose_features
+from mecharule.features.sandbox import FeatureColumns, SandboxLimits, score_proposed_features
 from mecharule.llm import ChatClient
 
 SYSTEM = "You design features for the ARITHMETIC task.\nKeep them short.\n" + "z" * 1500 + "\nTHE END"
@@ -45,15 +45,9 @@ def run(server, cache_dir) -> tuple[list, ChatClient]:
     client._sleep = lambda _: None
     proposals = propose_features(
         client,
-        PROMPTS,
-        LABELS,
-        system_prompt=SYSTEM,
-        positive_label="correct",
-        info_keys=["operator"],
-        n_rounds=2,
-        n_examples=2,
-        max_attempts=3,
-        seed=3,
+        LabelledPrompts(PROMPTS, LABELS),
+        brief=ProposalBrief(system_prompt=SYSTEM, positive_label="correct", info_keys=["operator"]),
+        settings=ProposalSettings(n_rounds=2, n_examples=2, max_attempts=3, seed=3),
     )
     return proposals, client
 
@@ -80,7 +74,7 @@ def test_proposals_over_http_with_messy_answers_retries_and_cache(chat_server, t
     assert chat_server.n_calls == 4 and client.n_requests == 0
 
     features, rejected = score_proposed_features(
-        proposals, PROMPTS, ["operator"], limits=SandboxLimits(wall_seconds=5.0)
+        proposals, PROMPTS, FeatureColumns(info_columns=["operator"]), limits=SandboxLimits(wall_seconds=5.0)
     )
     assert rejected == []
     assert [f.name for f in features] == ["is_addition", "prompt_length"]

@@ -94,3 +94,27 @@ def test_pairs_reject_overlap_and_empty_side():
         length_matched_pairs(np.array([0, 1]), np.array([1, 2]), np.ones(3), np.zeros((3, 2)))
     with pytest.raises(DataError):
         length_matched_pairs(np.array([0]), np.array([], dtype=int), np.ones(3), np.zeros((3, 2)))
+
+
+def test_problem_slices_of_one_seed_are_not_those_of_another(monkeypatch):
+    """Slices are drawn from the ``search.slices`` stream of [seed, salt, problem index]: problem 1 of
+    seed 0 and problem 0 of seed 1 draw differently (with ``seed + index`` they drew the same)."""
+    import pandas as pd
+
+    from mecharule.config import SearchSettings
+    from mecharule.localization import problems
+
+    n = 400
+    behaviour = pd.DataFrame({"label": np.ones(n, bool), "split": ["train"] * n})
+    mask = np.arange(n) % 3 == 0
+    monkeypatch.setattr(problems, "rule_mask", lambda disjunct, features: mask)
+    settings = SearchSettings(regimes=("positive",), n_covered=16, n_unrelated=16)
+    rules = [{"id": "A"}, {"id": "B"}]  # the same mask twice: only the stream tells them apart
+
+    def slices(seed: int, index: int) -> tuple[list[int], list[int]]:
+        spec = problems.problem_specs(rules, behaviour, pd.DataFrame(index=range(n)), settings, seed)[index]
+        return spec.covered_rows.tolist(), spec.unrelated_rows.tolist()
+
+    assert slices(0, 1) != slices(1, 0)
+    assert slices(0, 0) != slices(0, 1)
+    assert slices(3, 1) == slices(3, 1)  # seeded
