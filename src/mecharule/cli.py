@@ -139,6 +139,9 @@ DEVICE = typer.Option(None, help=DEVICE_HELP)
 DTYPE = typer.Option(None, help=DTYPE_HELP)
 MAX_PROMPTS = typer.Option(None, help="seeded subsample of the task's prompts (task.max_prompts)")
 VERBOSE = typer.Option(False, "--verbose", "-v")
+EXECUTOR = typer.Option(None, "--executor", help="local (default) or ray (executor.kind; docs/scaling.md)")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster to join (executor.ray_address)")
+WORKERS = typer.Option(None, "--workers", help="Ray model replicas (executor.workers; default: one per GPU)")
 
 
 def _organism_of(task: str | None, model: str | None, config: Path | None) -> str | None:
@@ -163,6 +166,9 @@ def run(
         False, "--validate", help="also brute-force every candidate (recall, cost)"
     ),
     seed: int | None = typer.Option(None),
+    executor: str | None = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
+    workers: int | None = WORKERS,
     verbose: bool = VERBOSE,
 ) -> None:
     """Run every stage: measure, rules, attribute, localize, (validate), anchor, report."""
@@ -182,6 +188,7 @@ def run(
             "task.max_prompts": max_prompts,
             "seed": seed,
             "validation.brute_force": True if validate_ else None,
+            **_executor_options(executor, ray_address, workers),
         },
         sets,
     )
@@ -293,10 +300,14 @@ def _add_stage_command(stage: str, needs: str, doc: str, show: Callable[[Path, b
         device: str | None = DEVICE,
         dtype: str | None = DTYPE,
         max_prompts: int | None = MAX_PROMPTS,
+        executor: str | None = EXECUTOR,
+        ray_address: str | None = RAY_ADDRESS,
+        workers: int | None = WORKERS,
         verbose: bool = VERBOSE,
     ) -> None:
         _setup_logging(verbose)
         options = {"model.device": device, "model.dtype": dtype, "task.max_prompts": max_prompts}
+        options |= _executor_options(executor, ray_address, workers)
         pipe = _pipeline(rundir, config, options, sets, existing=True)
         with pipe.rundir.locked(f"mecharule {stage}"):
             _require_upstream(pipe, stage, _given(options, sets))
@@ -307,11 +318,23 @@ def _add_stage_command(stage: str, needs: str, doc: str, show: Callable[[Path, b
     app.command(stage, help=doc)(user_errors(command))
 
 
+def _executor_options(kind: str | None, address: str | None, workers: int | None) -> dict[str, Any]:
+    """``--executor``, ``--ray-address``, ``--workers`` as config keys (None = not given)."""
+    return {"executor.kind": kind, "executor.ray_address": address, "executor.workers": workers}
+
+
 def _given(options: dict[str, Any], sets: list[str] | None) -> str:
     """The config-changing options as typed (``--max-prompts 40 --set search.tau=0.3``)."""
     import shlex
 
-    flags = {"model.device": "--device", "model.dtype": "--dtype", "task.max_prompts": "--max-prompts"}
+    flags = {
+        "model.device": "--device",
+        "model.dtype": "--dtype",
+        "task.max_prompts": "--max-prompts",
+        "executor.kind": "--executor",
+        "executor.ray_address": "--ray-address",
+        "executor.workers": "--workers",
+    }
     words = [w for key, v in options.items() if v is not None for w in (flags[key], str(v))]
     words += [w for item in sets or [] for w in ("--set", item)]
     return shlex.join(words)

@@ -41,6 +41,7 @@ class StageContext:
     progress: ProgressFactory = silent
     notify: Notify = field(default=log.info)
     journal: Journal | None = None
+    model_in_memory: bool = False  # the model was passed in, not loaded by name (cannot be shipped)
 
     @classmethod
     def of(

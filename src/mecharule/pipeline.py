@@ -100,6 +100,7 @@ class Pipeline:
             progress=self.progress,
             notify=self.notify,
             journal=journal,
+            model_in_memory="in_memory" in (self._fingerprint or {}),
         )
 
     def check_options(self) -> None:

@@ -191,3 +191,50 @@ def test_fast_path_equals_slow_path_in_bfloat16_on_llama(char_tokenizer, task):
     )
     assert engine.tie_margin == tie_margin_for(torch.bfloat16)
     assert len(outcome.changed_answers) > 10  # ablations change answers: the comparison is not vacuous
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_labels(organism, task, monkeypatch, caplog):
+    """A forward that runs out of memory (here: any of more than 64 rows) halves the memory budget
+    and runs the groups again, with the labels of an unconstrained run."""
+    import torch
+
+    prompts = _prompts(task, 48, seed=6)
+    tables = zero_tables(organism, [(0, "mlp"), (1, "mlp")])
+    groups = _random_groups(organism, "mlp", 12, 7)
+
+    def engine():
+        return AblationEngine(
+            organism, prompts, task.score, tables, task.max_new_tokens, memory_budget_mb=512
+        )
+
+    expected = engine().run(groups).labels
+    constrained = engine()
+    screen = constrained._screen_batch
+
+    def screen_or_fail(groups_, offset, chunk):
+        if len(groups_) * len(chunk) > 64:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return screen(groups_, offset, chunk)
+
+    monkeypatch.setattr(constrained, "_screen_batch", screen_or_fail)
+    before = constrained.rows_per_forward
+    with caplog.at_level("WARNING", logger="mecharule.interventions.engine"):
+        labels = constrained.run(groups).labels
+    assert np.array_equal(labels, expected)
+    assert constrained.rows_per_forward <= 64 < before and "out of memory" in caplog.text
+
+
+def test_an_error_that_is_not_out_of_memory_is_not_retried(organism, task, monkeypatch):
+    prompts = _prompts(task, 8, seed=8)
+    engine = AblationEngine(
+        organism, prompts, task.score, zero_tables(organism, [(0, "mlp")]), task.max_new_tokens
+    )
+
+    def broken(*args):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(engine, "_screen_batch", broken)
+    before = engine.rows_per_forward
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        engine.run([[Site(0, "mlp", 1)]])
+    assert engine.rows_per_forward == before

@@ -1,9 +1,10 @@
 """The flip table: every agonist ablated alone on an evaluation sample, against the baseline
 re-measured on the same decoding path (prompts whose label does not reproduce are dropped).
 
-Units are run in pieces of a few screening batches (:func:`~mecharule.localization.oracle.groups_per_piece`);
-with a :class:`~mecharule.io.journal.Journal`, each unit's label column is journaled (with the kept
-rows it belongs to) as its piece finishes, and a resumed run takes it from there without engine work.
+Units are run in pieces of a few screening batches (:func:`~mecharule.localization.oracle.groups_per_piece`)
+by the configured executor (this process, or Ray replicas; see ``docs/scaling.md``); with a
+:class:`~mecharule.io.journal.Journal`, each unit's label column is journaled (with the kept rows it
+belongs to) as its piece finishes, and a resumed run takes it from there without engine work.
 The baseline pass (which rows are kept) is recomputed on resume.
 """
 
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mecharule.context import StageContext
+from mecharule.executor import BatchResult, Executor, GroupBatch, LocalExecutor
 from mecharule.interventions.engine import AblationEngine
 from mecharule.io.journal import Journal
 from mecharule.localization.oracle import EngineInputs, groups_per_piece
@@ -42,30 +45,40 @@ def evaluation_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray:
 
 
 def flip_table(
-    inputs: EngineInputs,
-    behaviour: pd.DataFrame,
-    rows: np.ndarray,
-    units: Sequence[Site],
-    journal: Journal | None = None,
+    ctx: StageContext, inputs: EngineInputs, behaviour: pd.DataFrame, rows: np.ndarray, units: Sequence[Site]
 ) -> tuple[pd.DataFrame, int]:
     """``row, split, baseline`` + one bool column per unit (its label under ablation); dropped count.
 
-    ``journal``: keep each unit's column there, and take those an earlier (killed) run kept."""
-    engine = inputs.engine(behaviour.iloc[rows], stored_labels=behaviour["label"].to_numpy(bool)[rows])
+    The units' columns are computed by the configured executor (``executor.kind``); with
+    ``ctx.journal``, each unit's column is kept there, and those an earlier (killed) run kept are
+    taken from it."""
+    from mecharule.localization.runner import executing_engines
+
+    source = behaviour.iloc[rows].reset_index(drop=True)
+    engine = inputs.engine(source, stored_labels=behaviour["label"].to_numpy(bool)[rows])
     kept = np.delete(rows, engine.dropped)
     table = pd.DataFrame(
         {"row": kept, "split": behaviour["split"].to_numpy()[kept], "baseline": engine.baseline_labels}
     )
-    columns = unit_labels(engine, units, kept, journal)
+    with executing_engines(ctx, {FLIPS: (engine, source)}, inputs) as executor:
+        columns = unit_labels(engine, units, kept, ctx.journal, executor)
     for unit in units:
         table[str(unit)] = columns[unit]
     return table, len(engine.dropped)
 
 
+FLIPS = "flips"  # the flip table's problem key for the executor
+
+
 def unit_labels(
-    engine: AblationEngine, units: Sequence[Site], kept: np.ndarray, journal: Journal | None = None
+    engine: AblationEngine,
+    units: Sequence[Site],
+    kept: np.ndarray,
+    journal: Journal | None = None,
+    executor: Executor | None = None,
 ) -> dict[Site, np.ndarray]:
-    """Per unit, ``# [kept prompts]`` bool labels under its ablation alone; journaled per piece."""
+    """Per unit, ``# [kept prompts]`` bool labels under its ablation alone, computed in pieces by
+    ``executor`` (default: on ``engine`` here) and journaled per piece as each finishes."""
     kept_rows = [int(r) for r in kept]
     columns: dict[Site, np.ndarray] = {}
     for unit in units:
@@ -78,15 +91,19 @@ def unit_labels(
             columns[unit] = np.asarray(done["labels"], dtype=bool)
     todo = [u for u in units if u not in columns]
     size = groups_per_piece(engine)
-    for start in range(0, len(todo), size):
-        piece = todo[start : start + size]
-        labels = engine.run([[u] for u in piece]).labels  # [units, kept prompts]
-        for unit, column in zip(piece, labels, strict=True):
+    pieces = [todo[start : start + size] for start in range(0, len(todo), size)]
+
+    def finished(index: int, result: BatchResult) -> None:
+        piece = pieces[index]
+        for unit, column in zip(piece, result.labels, strict=True):  # [units, kept prompts]
             columns[unit] = np.asarray(column, dtype=bool)
         if journal is not None:
             journal.put_many(
                 (f"flips|{u}", {"rows": kept_rows, "labels": columns[u].tolist()}) for u in piece
             )
+
+    executor = executor or LocalExecutor({FLIPS: engine})
+    executor.run([GroupBatch.of(FLIPS, [[u] for u in piece]) for piece in pieces], finished)
     return columns
 
 

@@ -54,7 +54,7 @@ def anchor(ctx: StageContext) -> dict[str, Any]:
         ctx.config.ablation.positions,
         ctx.memory_budget_mb,
     )
-    flips, dropped = flip_table(inputs, behaviour, rows, agonists + controls, ctx.journal)
+    flips, dropped = flip_table(ctx, inputs, behaviour, rows, agonists + controls)
     write_parquet(
         ctx.path / "flips.parquet", flips.drop(columns=[str(u) for u in controls]), {"dropped": dropped}
     )

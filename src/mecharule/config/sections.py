@@ -177,7 +177,24 @@ class AnchorConfig(_Frozen):
 
 
 class ExecutorConfig(_Frozen):
-    """How fast, never what: no stage's key holds these."""
+    """Where and how fast, never what: no stage's key holds these (every executor gives the same
+    labels for the same seed)."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local",
+        description="local: this process; ray: model replicas on Ray actors (pip install mecharule[ray])",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="ray: the cluster to join (ray://HOST:10001 or auto); null = start one on this machine",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="ray: model replicas; null = one per GPU (model on cuda) or per CPU worker"
+    )
+    cpus_per_worker: int = Field(1, ge=1, description="ray: CPUs (and torch threads) per replica")
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="ray: GPUs per replica; null = 1 when the model is on cuda, else 0"
+    )
 
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="prompts per generation batch; auto follows the model and device (sizing.py)"

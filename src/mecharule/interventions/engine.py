@@ -19,6 +19,7 @@ generation per group. The slow reference path is :mod:`mecharule.interventions.s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,11 +46,20 @@ from mecharule.models.loading import ModelHandle
 from mecharule.models.sites import Site
 from mecharule.sizing import budget_mb
 
+log = logging.getLogger(__name__)
 Scorer = Callable[[pd.DataFrame, Sequence[str]], np.ndarray]
 FIRST_ABLATED = {"decode": -1, "generated": 0, "all": None}
 #: Top-2 logit margin below which a screened row is generated rather than trusted, per dtype: a few
 #: units in the last place at typical logit sizes (~30), so that batch-shape rounding never decides.
 TIE_MARGINS = {torch.float32: 1e-4, torch.float16: 0.05, torch.bfloat16: 0.5}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device (CUDA) or host allocator out-of-memory error."""
+    text = str(exc)
+    return (
+        isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 def tie_margin_for(dtype: torch.dtype) -> float:
@@ -188,7 +198,26 @@ class AblationEngine:
 
     # -- evaluation --------------------------------------------------------------------------------
     def run(self, groups: Sequence[Sequence[Site]]) -> GroupOutcome:
-        """Labels of every (group, prompt) under mean/zero/resample ablation of the group."""
+        """Labels of every (group, prompt) under mean/zero/resample ablation of the group.
+
+        Out of memory in a forward halves the memory budget and runs the groups again (down to one
+        row per forward), instead of failing the stage; the labels do not depend on the batch size.
+        """
+        while True:
+            try:
+                return self._run(groups)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc) or self.rows_per_forward <= 1:
+                    raise
+                before = self.rows_per_forward
+                self.budget_bytes = max(1, self.budget_bytes // 2)
+                if self.handle.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                log.warning(
+                    "out of memory with %d rows per forward; retrying with %d", before, self.rows_per_forward
+                )
+
+    def _run(self, groups: Sequence[Sequence[Site]]) -> GroupOutcome:
         n_p = self.n_prompts
         labels = np.repeat(self.baseline_labels[None, :], len(groups), axis=0)
         outcome = GroupOutcome(labels)

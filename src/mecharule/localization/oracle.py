@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mecharule.executor.base import Executor, LocalExecutor
+from mecharule.executor.engines import run_batch
+from mecharule.executor.work import BatchResult, GroupBatch
 from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable
@@ -41,6 +44,7 @@ class ProblemSlices:
     is_covered: np.ndarray  # [prompts] bool, after dropping
     row_ids: np.ndarray  # [prompts] behaviour-table rows, after dropping
     dropped_rows: np.ndarray
+    source: pd.DataFrame | None = None  # the prompt rows the engine was built on (before dropping)
 
     @property
     def n_covered(self) -> int:
@@ -87,7 +91,7 @@ def build_problem(
     keep = np.ones(len(rows), dtype=bool)
     keep[engine.dropped] = False
     covered = np.concatenate([np.ones(len(covered_rows), bool), np.zeros(len(unrelated_rows), bool)])
-    return ProblemSlices(key, engine, covered[keep], rows[keep], rows[~keep])
+    return ProblemSlices(key, engine, covered[keep], rows[keep], rows[~keep], prompts)
 
 
 #: Screening batches per piece: the engine work between two journal writes. Diverging rows are
@@ -127,33 +131,36 @@ class EngineOracle:
 
     ``journal`` (optional) keeps every answer under ``namespace``; see the module docstring.
     ``computed`` counts queries the engine answered, ``replayed`` those served from the journal.
+    ``executor`` runs the pieces (default: in order, on the problems' own engines); work done on
+    other engines (Ray replicas) is counted in ``remote_work``.
     """
 
     problems: Mapping[Hashable, ProblemSlices]
     journal: Journal | None = None
     namespace: str = "oracle"
+    executor: Executor | None = None
     calls: int = field(default=0, init=False)
     queries: int = field(default=0, init=False)
     computed: int = field(default=0, init=False)
     replayed: int = field(default=0, init=False)
     replayed_work: EngineWork = field(default_factory=EngineWork, init=False)
+    remote_work: EngineWork = field(default_factory=EngineWork, init=False)
 
     def journaled(self, journal: Journal | None, namespace: str) -> EngineOracle:
-        """A fresh oracle over the same problems whose answers go to ``journal`` under ``namespace``."""
-        return EngineOracle(self.problems, journal, namespace)
+        """A fresh oracle over the same problems (and executor) whose answers go to ``journal``."""
+        return EngineOracle(self.problems, journal, namespace, self.executor)
 
     def flips(self, key: Hashable, groups: Sequence[Sequence[Site]]) -> np.ndarray:
         """``# [groups, prompts]`` bool: did the label change under ablation of each group?"""
         return self.effects(key, groups)[0]
 
     def effects(self, key: Hashable, groups: Sequence[Sequence[Site]]) -> tuple[np.ndarray, np.ndarray]:
-        """``# [groups, prompts]`` bool twice: did the label flip, did the answer change at all?"""
+        """``# [groups, prompts]`` bool twice, on the driver's engine: did the label flip, did the
+        answer change at all?"""
         problem = self.problems[key]
-        outcome = problem.engine.run(groups)
-        changed = np.zeros(outcome.labels.shape, dtype=bool)
-        for g, p in outcome.changed_answers:
-            changed[g, p] = True
-        return outcome.flips(problem.engine.baseline_labels), changed
+        return run_batch(problem.engine, GroupBatch.of(str(key), groups)).effects(
+            problem.engine.baseline_labels
+        )
 
     def __call__(self, queries: Sequence[Query]) -> list[SliceCounts]:
         self.calls += 1
@@ -163,25 +170,36 @@ class EngineOracle:
         for i, query in enumerate(queries):
             if results[i] is None:
                 by_problem.setdefault(query.problem, []).append(i)
+        pieces: list[tuple[Hashable, list[int]]] = []
         for key, indices in by_problem.items():
             size = groups_per_piece(self.problems[key].engine)
-            for start in range(0, len(indices), size):
-                piece = indices[start : start + size]
-                for i, counts in zip(piece, self._compute(key, [queries[i] for i in piece]), strict=True):
-                    results[i] = counts
+            pieces += [(key, indices[start : start + size]) for start in range(0, len(indices), size)]
+        batches = [GroupBatch.of(str(key), [queries[i].units for i in piece]) for key, piece in pieces]
+
+        def answered(index: int, result: BatchResult) -> None:
+            key, piece = pieces[index]
+            for i, counts in zip(piece, self._answers(key, [queries[i] for i in piece], result), strict=True):
+                results[i] = counts
+
+        self._executor().run(batches, answered)
         return [r for r in results if r is not None]
 
-    def _compute(self, key: Hashable, queries: Sequence[Query]) -> list[SliceCounts]:
-        """One engine run for a piece of one problem's queries; journal the answers."""
+    def _executor(self) -> Executor:
+        if self.executor is None:
+            self.executor = LocalExecutor({str(k): p.engine for k, p in self.problems.items()})
+        return self.executor
+
+    def _answers(self, key: Hashable, queries: Sequence[Query], result: BatchResult) -> list[SliceCounts]:
+        """The counts of one finished piece of one problem's queries; journal them."""
         problem = self.problems[key]
-        before = EngineWork.of([problem])
-        flips, changed = self.effects(key, [[_as_site(u) for u in q.units] for q in queries])
+        flips, changed = result.effects(problem.engine.baseline_labels)
         answers = [_counts(row, moved, problem.is_covered) for row, moved in zip(flips, changed, strict=True)]
         self.computed += len(queries)
+        if not self._executor().local:
+            self.remote_work = self.remote_work + EngineWork(result.forwards, result.generated_rows)
         if self.journal is not None and answers:
-            work = EngineWork.of([problem]) - before
             values = [[*_counts_list(a), 0, 0] for a in answers]
-            values[-1][6:] = [work.forwards, work.generated_rows]  # the piece's work, counted once
+            values[-1][6:] = [result.forwards, result.generated_rows]  # the piece's work, counted once
             self.journal.put_many(zip([self.journal_key(q) for q in queries], values, strict=True))
         return answers
 

@@ -4,19 +4,28 @@ search will cost, search (and brute-force, for validate) under a progress bar.""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import pandas as pd
 
 from mecharule.context import StageContext
+from mecharule.errors import ConfigError
 from mecharule.estimates import group_testing_estimate
+from mecharule.executor import AblationData, Executor, ProblemData, make_executor
+from mecharule.executor.engines import table_data
+from mecharule.interventions.engine import AblationEngine
+from mecharule.localization.oracle import EngineInputs
 from mecharule.localization.stage import LocalizationSetup, localize, prepare
 from mecharule.localization.validate import validate
+from mecharule.sizing import budget_mb
 
 PROBLEM_FILES = ("trace.jsonl", "agonists.csv")  # per problem folder under localization/
 
 
 def run_localize(ctx: StageContext) -> list[str]:
     setup = _prepared(ctx, "localize")
-    with ctx.progress("localize (group evaluations)", None) as tick:
+    with ctx.progress("localize (group evaluations)", None) as tick, executing(ctx, setup):
         summary = localize(ctx, setup, _cumulative(tick))
     folders = [p["key"].replace("/", "_") for p in summary["problems"] if not p["skipped"]]
     return ["localization/summary.json"] + [
@@ -26,9 +35,57 @@ def run_localize(ctx: StageContext) -> list[str]:
 
 def run_validate(ctx: StageContext) -> list[str]:
     setup = _prepared(ctx, "validate")
-    with ctx.progress("validate (CHA + brute force)", None) as tick:
+    with ctx.progress("validate (CHA + brute force)", None) as tick, executing(ctx, setup):
         validate(ctx, setup, _cumulative(tick))
     return ["validation.json"]
+
+
+@contextmanager
+def executing(ctx: StageContext, setup: LocalizationSetup) -> Iterator[Executor]:
+    """The configured executor, open on the setup's problems, as the oracle's; closed after."""
+    sources = {
+        str(key): (problem.engine, problem.source)
+        for key, problem in setup.problems.items()
+        if problem.source is not None
+    }
+    with executing_engines(ctx, sources, setup.inputs) as executor:
+        setup.oracle.executor = executor
+        try:
+            yield executor
+        finally:
+            setup.oracle.executor = None
+
+
+@contextmanager
+def executing_engines(
+    ctx: StageContext, sources: Mapping[str, tuple[AblationEngine, pd.DataFrame]], inputs: EngineInputs
+) -> Iterator[Executor]:
+    """The configured executor over the driver's engines (``{key: (engine, the prompt rows it was
+    built on)}``); a remote one gets the problems as data first. Closed after."""
+    if ctx.config.executor.kind != "local" and ctx.model_in_memory:
+        raise ConfigError(
+            "executor.kind 'ray' loads the model on each worker by name; a model passed in memory "
+            "cannot be shipped: pass its path (model.name) instead"
+        )
+    executor = make_executor(ctx.config, {key: engine for key, (engine, _) in sources.items()})
+    try:
+        if not executor.local:  # replicas build their engines from the problems as data
+            executor.open(problem_data(ctx, sources, inputs))
+        yield executor
+    finally:
+        executor.close()
+
+
+def problem_data(
+    ctx: StageContext, sources: Mapping[str, tuple[AblationEngine, pd.DataFrame]], inputs: EngineInputs
+) -> dict[str, ProblemData]:
+    """The problems as data: prompt rows, dropped rows, ablation (tables as numpy)."""
+    budget = budget_mb(ctx.handle, ctx.memory_budget_mb)
+    ablation = AblationData(table_data(inputs.tables), inputs.positions, budget)
+    return {
+        key: ProblemData.of(key, source, engine.dropped.tolist(), ablation)
+        for key, (engine, source) in sources.items()
+    }
 
 
 def _prepared(ctx: StageContext, stage: str) -> LocalizationSetup:
@@ -65,4 +122,12 @@ def _cumulative(tick: Callable[[int], None]) -> Callable[[int, int], None]:
     return callback
 
 
-__all__ = ["PROBLEM_FILES", "calibrate_search", "run_localize", "run_validate"]
+__all__ = [
+    "PROBLEM_FILES",
+    "calibrate_search",
+    "executing",
+    "executing_engines",
+    "problem_data",
+    "run_localize",
+    "run_validate",
+]

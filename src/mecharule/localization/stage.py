@@ -174,7 +174,8 @@ def write_localization(
     suppression: Mapping[str, dict[str, Any]],
     replayed: EngineWork | None = None,
 ) -> dict[str, Any]:
-    """``replayed``: engine work of answers taken from a journal, counted as if done here."""
+    """``replayed``: engine work not on the setup's engines (answers taken from a journal, batches
+    run by another executor's replicas), counted as if done here."""
     out = run_dir / "localization"
     work = EngineWork.of(setup.problems.values()) + (replayed or EngineWork())
     stats = {p.problem: p for p in result.problems}
@@ -340,7 +341,8 @@ def localize(ctx: StageContext, setup: LocalizationSetup, tick: Tick | None = No
     oracle = setup.oracle.journaled(ctx.journal, "cha")
     result, wall = run_search(setup, search_config(ctx.config), tick, oracle)
     suppression, saved = suppression_effects(ctx, setup, result)
-    return write_localization(ctx.path, setup, result, wall, suppression, oracle.replayed_work + saved)
+    work = oracle.replayed_work + oracle.remote_work + saved  # work not on the setup's engines
+    return write_localization(ctx.path, setup, result, wall, suppression, work)
 
 
 __all__ = ["LocalizationSetup", "localize", "prepare", "run_search"]

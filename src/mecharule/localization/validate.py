@@ -38,8 +38,10 @@ from mecharule.search.types import SearchProblem
 
 
 def _forwards(setup: LocalizationSetup, *oracles: EngineOracle) -> int:
-    """Forwards on the setup's engines so far, plus those the oracles' journaled answers cost."""
-    return EngineWork.of(setup.problems.values()).forwards + sum(o.replayed_work.forwards for o in oracles)
+    """Forwards on the setup's engines so far, plus those the oracles' journaled answers and other
+    executors' replicas cost."""
+    elsewhere = sum(o.replayed_work.forwards + o.remote_work.forwards for o in oracles)
+    return EngineWork.of(setup.problems.values()).forwards + elsewhere
 
 
 def outside_problems(setup: LocalizationSetup, cfg: ValidationConfig, seed: int) -> list[SearchProblem]:
