@@ -169,6 +169,7 @@ def run(
     executor: str | None = EXECUTOR,
     ray_address: str | None = RAY_ADDRESS,
     workers: int | None = WORKERS,
+    as_json: bool = typer.Option(False, "--json", help="end with summary.json's figures, as JSON"),
     verbose: bool = VERBOSE,
 ) -> None:
     """Run every stage: measure, rules, attribute, localize, (validate), anchor, report."""
@@ -206,8 +207,12 @@ def run(
                 err=True,
             )
         summary = pipe.write_summary()
-    typer.echo(json.dumps(summary, indent=2))
-    typer.echo(f"report → {out / 'report' / 'index.html'}")
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from mecharule.run_summary import run_summary_lines
+
+    typer.echo("\n".join(run_summary_lines(pipe.rundir, summary)))
 
 
 @app.command()

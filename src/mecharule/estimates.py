@@ -45,17 +45,32 @@ def calibrating_tick(
 def group_testing_estimate(
     roots: Sequence[Sequence[int]], seconds_per_group: float, n_agonists_guess: int = 8, audit: int = 0
 ) -> str:
-    """One line: what brute force would cost and CHA's Θ(k·log2(N/k) + k) scale for a guessed k.
+    """One line: what brute force would cost and CHA's Θ(k·log2(N/k) + k) scale for a guessed k
+    (:func:`expected_cha_evaluations`)."""
+    brute = sum(sum(sizes) for sizes in roots)
+    cha = expected_cha_evaluations(roots, n_agonists_guess, audit)
+    return (
+        f"{len(roots)} problem(s), {brute:,} candidate units in all; one group evaluation ≈ "
+        f"{seconds_per_group:.2f} s → brute force {brute:,} evaluations "
+        f"≈ {duration(brute * seconds_per_group)}; "
+        f"CHA with ~{n_agonists_guess} agonists per problem ≈ {cha:,.0f} evaluations "
+        f"≈ {duration(cha * seconds_per_group)} (more when agonists are dense)"
+    )
+
+
+def expected_cha_evaluations(
+    roots: Sequence[Sequence[int]], n_agonists_guess: int = 8, audit: int = 0
+) -> float:
+    """CHA's expected group evaluations for a guessed k agonists per problem.
 
     ``roots``: per problem, the candidate count of each root (layer). A problem's k is spread over its
     roots by size; a root holds its audit, and one no larger than the audit is tested unit by unit.
     """
     from mecharule.search.density import audit_size  # scipy: not at the pipeline's start-up
 
-    n_candidates = [sum(sizes) for sizes in roots]
-    brute = sum(n_candidates)
     cha = 0.0
-    for sizes, total in zip(roots, n_candidates, strict=True):
+    for sizes in roots:
+        total = sum(sizes)
         for n in sizes:
             root_audit = audit_size(n, audit)
             if root_audit and n <= root_audit + 1:
@@ -64,10 +79,4 @@ def group_testing_estimate(
             k = n_agonists_guess * n / total if total else 0.0
             halving = 2 * k * max(1.0, math.log2(n / k)) + k if k >= 1 else 2 * k + 1
             cha += min(n, 1 + root_audit + halving)
-    return (
-        f"{len(n_candidates)} problem(s), {brute:,} candidate units in all; one group evaluation ≈ "
-        f"{seconds_per_group:.2f} s → brute force {brute:,} evaluations "
-        f"≈ {duration(brute * seconds_per_group)}; "
-        f"CHA with ~{n_agonists_guess} agonists per problem ≈ {cha:,.0f} evaluations "
-        f"≈ {duration(cha * seconds_per_group)} (more when agonists are dense)"
-    )
+    return cha

@@ -238,15 +238,17 @@ class Pipeline:
     def rules(self) -> bool:
         def body(ctx: StageContext) -> list[str]:
             from mecharule.rules import extract_behaviour_rules
+            from mecharule.rules.stage import STEPS
 
             cfg = ctx.config.rules
-            with ctx.progress("rules", None):
+            with ctx.progress("rules (inputs, rules + control, files)", STEPS) as tick:
                 extract_behaviour_rules(
                     ctx.path,
                     seed=ctx.seed,
                     extractor=cfg.extractor,
                     options=dict(cfg.options),
                     target=cfg.target,
+                    progress=tick,
                 )
             return ["rules.json"]
 
@@ -271,8 +273,7 @@ class Pipeline:
         def body(ctx: StageContext) -> list[str]:
             from mecharule.anchoring.stage import anchor
 
-            with ctx.progress("anchor", None):
-                anchor(ctx)
+            anchor(ctx)
             return ["flips.parquet", "neuron_rules.json"]
 
         return self._stage("anchor", body, journal=True)
@@ -284,8 +285,9 @@ class Pipeline:
             from mecharule.report import render_report
 
             self.write_summary()
-            with self.progress("report", None):
+            with self.progress("report", 1) as tick:
                 render_report(self.rundir.path)
+                tick(1)
             return ["report/index.html", "summary.json"]
 
         # the report reflects the stages that stand recorded, so its key covers theirs

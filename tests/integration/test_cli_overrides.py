@@ -81,6 +81,22 @@ def test_a_speed_only_override_reruns_nothing(run_copy):
     assert "batch 7" in result.stderr  # the sizing line: the override is in effect
 
 
+def test_run_ends_with_a_readable_summary_and_the_raw_figures_on_request(run_copy):
+    result = _invoke("run", "--out", run_copy)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert re.match(r"zoo:arithmetic on arithmetic: accuracy 0\.\d{3} on 1,500 prompts$", lines[0])
+    assert lines[1].startswith("behaviour rules (1, when the model fails): test MCC 0.")
+    assert any(line.startswith("agonists: ") for line in lines)
+    assert any(re.match(r"  R1/positive: \d+ of 16 candidates", line) for line in lines)
+    assert any(line.startswith("neuron-anchored rules: ") for line in lines)
+    assert f"report: {run_copy / 'report' / 'index.html'}" in lines and "next:" in lines
+    assert not any("0000000" in line for line in lines)  # no 16-digit floats
+    raw = _invoke("run", "--out", run_copy, "--json")
+    figures = json.loads(raw.stdout)
+    assert figures["task"] == "arithmetic" and 0.6 < figures["accuracy"] < 0.9
+
+
 def test_a_stage_command_applies_set_on_top_of_the_saved_config(run_copy):
     result = _invoke("localize", run_copy, "--set", "search.tau=0.3")
     assert result.exit_code == 0, result.output

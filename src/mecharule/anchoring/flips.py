@@ -10,7 +10,7 @@ The baseline pass (which rows are kept) is recomputed on resume.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,13 +45,18 @@ def evaluation_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray:
 
 
 def flip_table(
-    ctx: StageContext, inputs: EngineInputs, behaviour: pd.DataFrame, rows: np.ndarray, units: Sequence[Site]
+    ctx: StageContext,
+    inputs: EngineInputs,
+    behaviour: pd.DataFrame,
+    rows: np.ndarray,
+    units: Sequence[Site],
+    tick: Callable[[int], None] | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """``row, split, baseline`` + one bool column per unit (its label under ablation); dropped count.
 
     The units' columns are computed by the configured executor (``executor.kind``); with
     ``ctx.journal``, each unit's column is kept there, and those an earlier (killed) run kept are
-    taken from it."""
+    taken from it. ``tick(n)``: n more units' columns are done."""
     from mecharule.localization.runner import executing_engines
 
     source = behaviour.iloc[rows].reset_index(drop=True)
@@ -61,13 +66,40 @@ def flip_table(
         {"row": kept, "split": behaviour["split"].to_numpy()[kept], "baseline": engine.baseline_labels}
     )
     with executing_engines(ctx, {FLIPS: (engine, source)}, inputs) as executor:
-        columns = unit_labels(engine, units, kept, ctx.journal, executor)
+        ticking = _Ticking(executor, tick)
+        columns = unit_labels(engine, units, kept, ctx.journal, ticking)
+    if tick is not None:
+        tick(len(units) - ticking.done)  # the columns taken from the journal
     for unit in units:
         table[str(unit)] = columns[unit]
     return table, len(engine.dropped)
 
 
 FLIPS = "flips"  # the flip table's problem key for the executor
+
+
+class _Ticking:
+    """An executor whose every finished batch also ticks a progress bar by its groups."""
+
+    def __init__(self, executor: Executor, tick: Callable[[int], None] | None) -> None:
+        self.executor, self.tick = executor, tick
+        self.name, self.local = executor.name, executor.local
+        self.done = 0
+
+    def open(self, problems: Any) -> None:
+        self.executor.open(problems)
+
+    def run(self, batches: Sequence[GroupBatch], on_result: Callable[[int, BatchResult], None]) -> None:
+        def finished(index: int, result: BatchResult) -> None:
+            on_result(index, result)
+            self.done += len(batches[index].groups)
+            if self.tick is not None:
+                self.tick(len(batches[index].groups))
+
+        self.executor.run(batches, finished)
+
+    def close(self) -> None:
+        self.executor.close()
 
 
 def unit_labels(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ class AnchorFit:
     min_coverage: float
     hq_threshold: float
     journal: Journal | None = None
+    tick: Callable[[int], None] | None = None  # ticked once per unit anchored
 
 
 def target_rules(X: pd.DataFrame, y: np.ndarray, is_test: np.ndarray, fit: AnchorFit) -> dict[str, Any]:
@@ -136,6 +137,8 @@ def anchor_units(
                 entry = _plain(entry)  # as the journal will give it back (numpy scalars -> JSON)
                 journal.put(key, entry)
         out.append(entry)
+        if fit.tick is not None:
+            fit.tick(1)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,11 +55,31 @@ def anchor(ctx: StageContext) -> dict[str, Any]:
         ctx.config.ablation.positions,
         ctx.memory_budget_mb,
     )
-    flips, dropped = flip_table(ctx, inputs, behaviour, rows, agonists + controls)
+    units = agonists + controls
+    label = f"anchor ({len(units)} units: flip table, then their rules)"
+    with ctx.progress(label, 2 * len(units)) as tick:
+        flips, dropped = flip_table(ctx, inputs, behaviour, rows, units, tick)
+        anchored, control_entries = _anchored(ctx, (flips, features, defs), (agonists, controls), tick)
     write_parquet(
         ctx.path / "flips.parquet", flips.drop(columns=[str(u) for u in controls]), {"dropped": dropped}
     )
-    rules = ctx.config.rules
+    evaluation = "all prompts" if len(rows) == len(behaviour) else f"seeded random sample of {len(rows)}"
+    payload = _payload(cfg, (evaluation, dropped), flips, anchored, (controls, control_entries))
+    write_json(ctx.path / "neuron_rules.json", payload)
+    return payload
+
+
+def _anchored(
+    ctx: StageContext,
+    data: tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]],
+    units: tuple[list[Site], list[Site]],
+    tick: Callable[[int], None],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The anchored rules of the agonists (every flip target) and of the controls (target 'any').
+    ``data``: the flip table, the features and their definitions."""
+    flips, features, defs = data
+    agonists, controls = units
+    cfg, rules = ctx.config.anchor, ctx.config.rules
     fit = AnchorFit(
         feature_glossary(defs, features),
         rules.extractor,
@@ -67,13 +88,11 @@ def anchor(ctx: StageContext) -> dict[str, Any]:
         cfg.min_coverage,
         cfg.hq_threshold,
         ctx.journal,
+        tick,
     )
     anchored = anchor_units(flips, features, [str(u) for u in agonists], fit)
     control_entries = anchor_units(flips, features, [str(u) for u in controls], fit, targets=("any",))
-    evaluation = "all prompts" if len(rows) == len(behaviour) else f"seeded random sample of {len(rows)}"
-    payload = _payload(cfg, (evaluation, dropped), flips, anchored, (controls, control_entries))
-    write_json(ctx.path / "neuron_rules.json", payload)
-    return payload
+    return anchored, control_entries
 
 
 def _payload(

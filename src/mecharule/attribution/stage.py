@@ -111,11 +111,13 @@ def attribute_rules(
     regime: str = "positive",
     behaviour: pd.DataFrame | None = None,
     batch_size: int = 64,
+    tick: Callable[[int], None] | None = None,
 ) -> list[RuleAttribution]:
     """Attribute every rule (``{"id": str, "mask": bool array over behaviour rows | callable(frame)}``,
     optional ``"text"``) with ``ctx.config.attribution``'s methods on ``ctx.config.units.kind``; see the
     module docstring. ``behaviour`` defaults to the run's table. With ``ctx.journal``, record each
-    finished rule there, and skip the rules an earlier (killed) run finished."""
+    finished rule there, and skip the rules an earlier (killed) run finished. ``tick(1)`` after the
+    eligible pool and tables are ready and after each rule (``len(rules) + 1`` in all)."""
     cfg = ctx.config
     methods, n_pairs = tuple(cfg.attribution.methods), cfg.attribution.n_pairs
     _check_options(methods, regime, n_pairs, rules)
@@ -129,7 +131,9 @@ def attribute_rules(
     finished = [
         _journaled(out_dir, str(r["id"]), key, ctx.journal) for r, key in zip(rules, keys, strict=True)
     ]
+    step = tick or (lambda n: None)
     if all(done is not None for done in finished):
+        step(len(rules) + 1)
         return [done for done in finished if done is not None]
     settings = _Settings(
         ctx.handle,
@@ -146,6 +150,7 @@ def attribute_rules(
     if any(ATTRIBUTORS.get(m).inputs == "tables" for m in methods):
         tables = _reference_tables(ctx, behaviour, kind)
         settings = dataclasses.replace(settings, tables=tables)
+    step(1)
     results = []
     for rule, mask, key, done in zip(rules, masks, keys, finished, strict=True):
         if done is None:
@@ -154,6 +159,7 @@ def attribute_rules(
             if ctx.journal is not None:
                 ctx.journal.put(key, {name: _digest(path.read_bytes()) for name, path in files.items()})
         results.append(done)
+        step(1)
     return results
 
 
@@ -168,8 +174,8 @@ def run_attribute(ctx: StageContext) -> list[str]:
     rules = [
         {"id": d["id"], "mask": rule_mask(d, features), "text": d.get("readable", "")} for d in disjuncts
     ]
-    with ctx.progress("attribute", None):
-        attribute_rules(ctx, rules)
+    with ctx.progress(f"attribute ({len(rules)} rules)", len(rules) + 1) as tick:
+        attribute_rules(ctx, rules, tick=tick)
     return [f"attribution/rule_{r['id']}.{ext}" for r in rules for ext in ("safetensors", "json")]
 
 

@@ -16,7 +16,7 @@ The engine work a journaled answer cost (forwards, generated rows) is carried wi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,6 +145,7 @@ class EngineOracle:
     replayed: int = field(default=0, init=False)
     replayed_work: EngineWork = field(default_factory=EngineWork, init=False)
     remote_work: EngineWork = field(default_factory=EngineWork, init=False)
+    progress: Callable[[int], None] | None = field(default=None, init=False)  # ticked per answer
 
     def journaled(self, journal: Journal | None, namespace: str) -> EngineOracle:
         """A fresh oracle over the same problems (and executor) whose answers go to ``journal``."""
@@ -166,6 +167,8 @@ class EngineOracle:
         self.calls += 1
         self.queries += len(queries)
         results: list[SliceCounts | None] = [self._replay(q) for q in queries]
+        if self.progress is not None:
+            self.progress(sum(r is not None for r in results))
         by_problem: dict[Hashable, list[int]] = {}
         for i, query in enumerate(queries):
             if results[i] is None:
@@ -180,6 +183,8 @@ class EngineOracle:
             key, piece = pieces[index]
             for i, counts in zip(piece, self._answers(key, [queries[i] for i in piece], result), strict=True):
                 results[i] = counts
+            if self.progress is not None:
+                self.progress(len(piece))
 
         self._executor().run(batches, answered)
         return [r for r in results if r is not None]

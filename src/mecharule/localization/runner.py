@@ -11,21 +11,23 @@ import pandas as pd
 
 from mecharule.context import StageContext
 from mecharule.errors import ConfigError
-from mecharule.estimates import group_testing_estimate
+from mecharule.estimates import expected_cha_evaluations, group_testing_estimate
 from mecharule.executor import AblationData, Executor, ProblemData, make_executor
 from mecharule.executor.engines import table_data
 from mecharule.interventions.engine import AblationEngine
 from mecharule.localization.oracle import EngineInputs
 from mecharule.localization.stage import LocalizationSetup, localize, prepare
-from mecharule.localization.validate import validate
+from mecharule.localization.validate import outside_problems, validate
+from mecharule.progress import grow_total
 from mecharule.sizing import budget_mb
 
 PROBLEM_FILES = ("trace.jsonl", "agonists.csv")  # per problem folder under localization/
 
 
 def run_localize(ctx: StageContext) -> list[str]:
-    setup = _prepared(ctx, "localize")
-    with ctx.progress("localize (group evaluations)", None) as tick, executing(ctx, setup):
+    setup, expected = _prepared(ctx, "localize")
+    label = "localize (group evaluations; the total grows as CHA splits)"
+    with ctx.progress(label, round(expected)) as tick, executing(ctx, setup):
         summary = localize(ctx, setup, _cumulative(tick))
     folders = [p["key"].replace("/", "_") for p in summary["problems"] if not p["skipped"]]
     return ["localization/summary.json"] + [
@@ -34,9 +36,12 @@ def run_localize(ctx: StageContext) -> list[str]:
 
 
 def run_validate(ctx: StageContext) -> list[str]:
-    setup = _prepared(ctx, "validate")
-    with ctx.progress("validate (CHA + brute force)", None) as tick, executing(ctx, setup):
-        validate(ctx, setup, _cumulative(tick))
+    setup, expected = _prepared(ctx, "validate")
+    brute = sum(len(p.candidates) for p in setup.search_problems)
+    outside = sum(len(p.candidates) for p in outside_problems(setup, ctx.config.validation, ctx.seed))
+    label = "validate (CHA, brute force, brute force outside the shortlist)"
+    with ctx.progress(label, round(expected) + brute + outside) as tick, executing(ctx, setup):
+        validate(ctx, setup, tick)
     return ["validation.json"]
 
 
@@ -88,18 +93,21 @@ def problem_data(
     }
 
 
-def _prepared(ctx: StageContext, stage: str) -> LocalizationSetup:
+def _prepared(ctx: StageContext, stage: str) -> tuple[LocalizationSetup, float]:
+    """The setup, and CHA's expected group evaluations (said in one line with the time they take)."""
     setup = prepare(ctx)
-    ctx.notify(f"{stage}: " + calibrate_search(ctx, setup))
-    return setup
+    line, expected = calibrate_search(ctx, setup)
+    ctx.notify(f"{stage}: {line}")
+    return setup, expected
 
 
-def calibrate_search(ctx: StageContext, setup: LocalizationSetup) -> str:
-    """Time one single-unit group evaluation on the first problem; extrapolate the stage."""
+def calibrate_search(ctx: StageContext, setup: LocalizationSetup) -> tuple[str, float]:
+    """Time one single-unit group evaluation on the first problem; extrapolate the stage. Returns
+    the line to show and CHA's expected group evaluations."""
     sizes = [len(p.candidates) for p in setup.search_problems]
     if not setup.problems or not setup.search_problems or not sizes[0]:
         reasons = "; ".join(f"{spec.key}: {spec.skipped}" for spec in setup.specs if spec.skipped)
-        return "nothing to search" + (f" ({reasons})" if reasons else "")
+        return "nothing to search" + (f" ({reasons})" if reasons else ""), 0.0
     engine = next(iter(setup.problems.values())).engine
     started = time.perf_counter()
     engine.run([[setup.search_problems[0].candidates[0]]])  # type: ignore[list-item]
@@ -108,14 +116,17 @@ def calibrate_search(ctx: StageContext, setup: LocalizationSetup) -> str:
         for p in setup.search_problems
     ]
     seconds = time.perf_counter() - started
-    return group_testing_estimate(roots, seconds, audit=ctx.config.search.audit)
+    audit = ctx.config.search.audit
+    return group_testing_estimate(roots, seconds, audit=audit), expected_cha_evaluations(roots, audit=audit)
 
 
 def _cumulative(tick: Callable[[int], None]) -> Callable[[int, int], None]:
-    """Adapt a bar's ``update(delta)`` to a ``(done_so_far, open)`` callback."""
+    """Adapt a bar's ``update(delta)`` to CHA's ``(done so far, open frontier)`` callback; the bar's
+    total grows to at least what is done plus what is open."""
     seen = [0]
 
-    def callback(done: int, _open: int) -> None:
+    def callback(done: int, frontier: int) -> None:
+        grow_total(tick, done + frontier)
         tick(done - seen[0])
         seen[0] = done
 

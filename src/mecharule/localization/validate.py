@@ -24,13 +24,14 @@ times are those of this process.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mecharule.config import ValidationConfig
 from mecharule.context import StageContext
 from mecharule.io.rundir import write_json
 from mecharule.localization.oracle import EngineOracle, EngineWork
-from mecharule.localization.stage import LocalizationSetup, Tick, run_search, search_config
+from mecharule.localization.stage import LocalizationSetup, run_search, search_config
 from mecharule.random_streams import stream
 from mecharule.search.brute_force import brute_force
 from mecharule.search.population import validation_payload
@@ -57,19 +58,24 @@ def outside_problems(setup: LocalizationSetup, cfg: ValidationConfig, seed: int)
     return out
 
 
-def validate(ctx: StageContext, setup: LocalizationSetup, tick: Tick | None = None) -> dict[str, Any]:
+def validate(
+    ctx: StageContext, setup: LocalizationSetup, tick: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """CHA, brute force over the candidates and brute force outside them → ``validation.json``.
 
     With ``ctx.journal``, keep finished oracle answers there, and take those an earlier (killed) run
-    of this stage kept (see the module docstring). The caller discards it.
+    of this stage kept (see the module docstring). The caller discards it. ``tick(n)``: n more group
+    evaluations answered, by any of the three.
     """
     config = search_config(ctx.config)
     journal = ctx.journal
     cha_oracle, bf_oracle, outside_oracle = (
         setup.oracle.journaled(journal, name) for name in ("cha", "bf", "bf-outside")
     )
+    for oracle in (cha_oracle, bf_oracle, outside_oracle):
+        oracle.progress = tick
     before = _forwards(setup)
-    cha, cha_wall = run_search(setup, config, tick, cha_oracle)
+    cha, cha_wall = run_search(setup, config, None, cha_oracle)
     cha_forwards = _forwards(setup, cha_oracle) - before
     started = time.perf_counter()
     bf = brute_force(setup.search_problems, bf_oracle, config)

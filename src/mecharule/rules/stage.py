@@ -9,7 +9,7 @@ binary and the rules predict target = True.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,19 +106,28 @@ def extract_behaviour_rules(
     extractor: str = "ruleshap",
     options: dict[str, Any] | None = None,
     target: str = "fail",
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Extract behaviour rules for a run directory; write rules.json and rules_plots/; return the
-    rules.json content. ``options`` are the extractor's parameters."""
+    rules.json content. ``options`` are the extractor's parameters. ``progress`` is ticked after
+    each of the :data:`STEPS` (inputs read, rules and their control fitted, plots and file written)."""
+    tick = progress or (lambda n: None)
     run_dir = Path(run_dir)
     behaviour, features, defs = load_rule_inputs(run_dir)
     y = behaviour_target(behaviour["label"], target)
     is_test = (behaviour["split"] == "test").to_numpy()
+    tick(1)
     report = extract_and_score(features, y, is_test, extractor=extractor, seed=seed, options=options)
+    tick(1)
     glossary = feature_glossary(defs, features)
     payload = report_payload(report, glossary, target, y)
     write_rule_plots(run_dir / PLOTS_DIR, report, payload, glossary)
     write_json(run_dir / "rules.json", payload)
+    tick(1)
     return read_json(run_dir / "rules.json")
+
+
+STEPS = 3  # the steps extract_behaviour_rules ticks
 
 
 def write_rule_plots(
