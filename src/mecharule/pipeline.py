@@ -274,7 +274,7 @@ class Pipeline:
             from mecharule.anchoring.stage import anchor
 
             anchor(ctx)
-            return ["flips.parquet", "neuron_rules.json"]
+            return ["flips.parquet", "neuron_rules.json", "agonist_cards.json"]
 
         return self._stage("anchor", body, journal=True)
 

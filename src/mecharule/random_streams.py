@@ -33,6 +33,7 @@ STREAMS: dict[str, Stream] = {
     "validation.outside": Stream((17,), "non-candidate units brute-forced, per problem (its index)"),
     "anchor.rows": Stream((13,), "the prompts of the flip table"),
     "anchor.controls": Stream((17,), "the random control units"),
+    "anchor.cards": Stream((23,), "the prompts of each agonist card's activation histograms"),
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mecharule.anchoring.cards import agonist_cards
 from mecharule.anchoring.flips import agonists_from_summary, evaluation_rows, flip_table
 from mecharule.anchoring.neuron_rules import AnchorFit, anchor_units, hq_counts
 from mecharule.config import AnchorConfig
@@ -56,10 +57,14 @@ def anchor(ctx: StageContext) -> dict[str, Any]:
         ctx.memory_budget_mb,
     )
     units = agonists + controls
-    label = f"anchor ({len(units)} units: flip table, then their rules)"
-    with ctx.progress(label, 2 * len(units)) as tick:
+    label = f"anchor ({len(units)} units: flip table, their rules, the agonists' cards)"
+    with ctx.progress(label, 2 * len(units) + 1) as tick:
         flips, dropped = flip_table(ctx, inputs, behaviour, rows, units, tick)
         anchored, control_entries = _anchored(ctx, (flips, features, defs), (agonists, controls), tick)
+        rules = agonist_rules(ctx, agonists)
+        cards = agonist_cards(ctx, inputs, (behaviour, features, flips), agonists, rules)
+        tick(1)
+    write_json(ctx.path / CARDS_FILE, cards)
     write_parquet(
         ctx.path / "flips.parquet", flips.drop(columns=[str(u) for u in controls]), {"dropped": dropped}
     )
@@ -67,6 +72,24 @@ def anchor(ctx: StageContext) -> dict[str, Any]:
     payload = _payload(cfg, (evaluation, dropped), flips, anchored, (controls, control_entries))
     write_json(ctx.path / "neuron_rules.json", payload)
     return payload
+
+
+CARDS_FILE = "agonist_cards.json"
+
+
+def agonist_rules(ctx: StageContext, agonists: list[Site]) -> dict[Site, dict[str, Any]]:
+    """Each agonist's behaviour rule: that of the problem where its covered flip rate was highest."""
+    summary = read_json(ctx.path / "localization" / "summary.json")
+    disjuncts = {d["id"]: d for d in read_json(ctx.path / "rules.json").get("disjuncts", [])}
+    best: dict[str, tuple[float, str]] = {}
+    for problem in summary.get("problems", []):
+        for entry in problem.get("agonists", []):
+            rate = float(entry.get("covered_rate") or 0.0)
+            if entry["unit"] not in best or rate > best[entry["unit"]][0]:
+                best[entry["unit"]] = (rate, problem["rule_id"])
+    return {
+        u: disjuncts[best[str(u)][1]] for u in agonists if str(u) in best and best[str(u)][1] in disjuncts
+    }
 
 
 def _anchored(

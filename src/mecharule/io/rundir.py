@@ -40,6 +40,7 @@ PRODUCERS = {
     "validation.json": "validate",
     "flips.parquet": "anchor",
     "neuron_rules.json": "anchor",
+    "agonist_cards.json": "anchor",
 }
 
 
