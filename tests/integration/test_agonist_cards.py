@@ -77,3 +77,64 @@ def test_the_output_direction_is_the_down_projection_column_for_linear_and_conv1
         torch.testing.assert_close(out, direction)  # one unit of activation adds this to the stream
         tokens = promoted_tokens(handle, unit)
         assert tokens["up"][0][1] >= tokens["up"][-1][1] and tokens["down"][0][1] <= tokens["down"][-1][1]
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+PROBE = """
+<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  document.body.dataset.images = imgs.length;
+  document.body.dataset.decoded = imgs.filter(function (i) { return i.naturalWidth > 0; }).length;
+  var table = document.querySelector("table[data-sortable]");
+  var th = Array.prototype.find.call(table.tHead.rows[0].cells, function (h, col) {
+    return Array.prototype.every.call(table.tBodies[0].rows, function (r) {
+      return r.cells[col] && !isNaN(parseFloat(r.cells[col].textContent));
+    }) && table.tBodies[0].rows.length > 2;
+  });
+  if (!th) { document.body.dataset.sorted = "no numeric column"; return; }
+  var col = th.cellIndex;
+  function column() {
+    return Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+      return parseFloat(r.cells[col].textContent);
+    });
+  }
+  th.click();
+  var up = column();
+  th.click();
+  var down = column();
+  var sortedUp = up.every(function (v, i) { return i === 0 || up[i - 1] <= v; });
+  var sortedDown = down.every(function (v, i) { return i === 0 || down[i - 1] >= v; });
+  document.body.dataset.sorted = sortedUp && sortedDown ? "yes" : "no: " + up.join(",");
+  document.body.dataset.distinct = new Set(up).size;
+});
+</script>
+"""
+
+
+@pytest.mark.browser
+def test_the_report_of_a_real_run_renders_in_chromium_with_cards_and_sorting(finished, tmp_path):
+    """Every section and every image renders, a card is on the page, and a click on a numeric
+    header sorts its table both ways (checked by a probe script in a copy of the page)."""
+    import re
+    import subprocess
+
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    html = (finished / "report" / "index.html").read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", PROBE + "</body>"))
+    command = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri(),
+    ]  # fmt: skip
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, dom[:500]
+    attrs = dict(re.findall(r'data-(\w+)="([^"]*)"', body.group(1)))
+    assert int(attrs["images"]) == html.count("<img ") > 10 and attrs["decoded"] == attrs["images"]
+    assert attrs["sorted"] == "yes" and int(attrs["distinct"]) > 1, attrs  # a real reordering
+    for ident in ("overview", "behaviour", "rules", "localization", "anchored-rules", "agonists", "tables"):
+        assert f'id="{ident}"' in dom, ident
+    assert 'class="card"' in dom

@@ -51,13 +51,16 @@ def test_every_section_is_present_in_order_with_a_table_of_contents(full_report:
 
 def test_images_are_embedded_and_nothing_is_fetched(full_report: str) -> None:
     # behaviour: group + 2 SHAP features; rules: 2 stage PNGs; localization: per layer, suppression,
-    # cost; anchored: flip rates, HQ counts
-    assert full_report.count("data:image/png;base64,") == 10
-    assert full_report.count("<img ") == 10
+    # cost, and per searched problem (2) selectivity, effect map and search tree; anchored: flip
+    # rates, HQ counts
+    assert full_report.count("data:image/png;base64,") == 16
+    assert full_report.count("<img ") == 16
     assert "http://" not in full_report and "https://" not in full_report
     for attribute in re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', full_report):
         assert attribute.startswith(("data:image/png;base64,", "#")), attribute
-    assert "<script" not in full_report and "<link" not in full_report and "@import" not in full_report
+    # one inline script (sortable tables), nothing loaded from elsewhere
+    assert full_report.count("<script>") == 1 and "<script " not in full_report
+    assert "<link" not in full_report and "@import" not in full_report
 
 
 def test_text_from_the_run_is_escaped(full_report: str) -> None:
@@ -170,7 +173,8 @@ def test_report_renders_in_headless_chromium(full_run: Path, tmp_path: Path) -> 
     dom = _chromium("--dump-dom", index.as_uri(), tmp_path=tmp_path).stdout
     for ident in SECTION_IDS:
         assert f'id="{ident}"' in dom, ident
-    assert dom.count("<img ") == 10
+    assert dom.count("<img ") == 16
+    assert 'class="sortable"' in dom  # the inline script ran: every table header sorts
     shot = tmp_path / "report.png"
     _chromium(
         f"--screenshot={shot}",

@@ -1,5 +1,6 @@
-"""HTML building blocks of the self-contained report: escaping, tables, inline PNG figures, sections
-and the page shell with its inline stylesheet (no external fonts, scripts, styles or links).
+"""HTML building blocks of the self-contained report: escaping, tables, inline PNG figures, warning
+boxes, sections and the page shell with its inline stylesheet and its one inline script (sortable
+and filterable tables); nothing external (no fonts, scripts, styles or links to fetch).
 
 Every piece of text from the run is escaped with :func:`html.escape`; only fragments built here are
 wrapped in :class:`Raw` and inserted as they are.
@@ -18,6 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mecharule.report.tables import fmt, numeric_columns
+
+FILTER_ROWS = 15  # tables with more rows get a filter box
 
 
 class Raw(str):
@@ -42,7 +45,10 @@ def _column_classes(frame: pd.DataFrame) -> list[str]:
 
 
 def table(frame: pd.DataFrame, *, max_rows: int | None = None, more_note: str = "", css: str = "") -> Raw:
-    """An HTML table of a DataFrame (numbers right-aligned); at most ``max_rows`` rows, then a note."""
+    """An HTML table of a DataFrame (numbers right-aligned); at most ``max_rows`` rows, then a note.
+
+    Marked ``data-sortable`` (the page's script sorts it by a click on a header) and, above
+    ``FILTER_ROWS`` rows, ``data-filterable`` (the script puts a filter box above it)."""
     classes = _column_classes(frame)
     attrs = [f' class="{k}"' if k else "" for k in classes]
     head = "".join(f"<th{a}>{esc(c)}</th>" for c, a in zip(frame.columns, attrs, strict=True))
@@ -52,7 +58,8 @@ def table(frame: pd.DataFrame, *, max_rows: int | None = None, more_note: str = 
         cells = "".join(f"<td{a}>{cell(v)}</td>" for v, a in zip(row, attrs, strict=True))
         body.append(f"<tr>{cells}</tr>")
     klass = f' class="{esc(css)}"' if css else ""
-    out = f'<div class="table-wrap"><table{klass}><thead><tr>{head}</tr></thead>'
+    marks = " data-sortable" + (" data-filterable" if len(shown) > FILTER_ROWS else "")
+    out = f'<div class="table-wrap"><table{klass}{marks}><thead><tr>{head}</tr></thead>'
     out += f"<tbody>{''.join(body)}</tbody></table></div>"
     if max_rows is not None and len(frame) > max_rows:
         out += f'<p class="note">{len(frame) - max_rows} more rows not shown. {esc(more_note)}</p>'
@@ -114,6 +121,19 @@ def not_run(stage: str, command: str) -> Raw:
     )
 
 
+def warning_box(title: str, meaning: str, action: str, where: str = "", anchor: str = "") -> Raw:
+    """A visible warning for a reader: what was seen (``title``, optionally where, linked to
+    ``anchor``), what it means and what to try."""
+    place = ""
+    if where:
+        target = f'<a href="#{esc(anchor)}">{esc(where)}</a>' if anchor else esc(where)
+        place = f' <span class="where">({target})</span>'
+    return Raw(
+        f'<div class="warning" role="note"><p class="warning-title"><strong>{esc(title)}</strong>{place}</p>'
+        f"<p><b>What it means:</b> {esc(meaning)}</p><p><b>What to try:</b> {esc(action)}</p></div>"
+    )
+
+
 def section(ident: str, title: str, parts: Sequence[str]) -> Raw:
     return Raw(f'<section id="{esc(ident)}"><h2>{esc(title)}</h2>{"".join(parts)}</section>')
 
@@ -166,6 +186,78 @@ code { background: var(--bg-alt); border: 1px solid var(--line); border-radius: 
 details { margin: 6px 0 12px; }
 summary { cursor: pointer; color: var(--accent); }
 footer { color: var(--muted); font-size: 12px; border-top: 1px solid var(--line); padding-top: 8px; }
+th.sortable { cursor: pointer; user-select: none; }
+th.sortable::after { content: " \\2195"; color: #8c959f; font-weight: 400; }
+th.sortable[aria-sort="ascending"]::after { content: " \\25B2"; color: var(--accent); }
+th.sortable[aria-sort="descending"]::after { content: " \\25BC"; color: var(--accent); }
+input.table-filter { display: block; margin: 10px 0 0; padding: 4px 8px; width: 22em; max-width: 100%;
+  font-size: 13px; border: 1px solid var(--line); border-radius: 4px; }
+.warning { background: #fff4e5; border: 1px solid #d4a72c; border-left: 5px solid #bc4c00;
+  border-radius: 6px; padding: 8px 14px; margin: 10px 0; }
+.warning p { margin: 4px 0; }
+.warning-title strong { color: #953800; }
+.warning .where { color: var(--muted); font-size: 13px; }
+.warn-count { font-weight: 600; color: #953800; }
+"""
+
+# Sort every table[data-sortable] by a click (or Enter) on a header: numbers numerically, text
+# naturally, "—" (missing) last; put a filter box above every table[data-filterable]. Inline, so the
+# page stays one file that opens offline.
+SCRIPT = """
+(function () {
+  "use strict";
+  function num(text) {
+    var t = text.replace(/%$/, "");
+    return /^[-+]?(\\d+\\.?\\d*|\\.\\d+)(e[-+]?\\d+)?$/i.test(t) ? parseFloat(t) : NaN;
+  }
+  function missing(text) { return text === "" || text === "\u2014"; }
+  function sortBy(table, col, th) {
+    var body = table.tBodies[0];
+    if (!body) return;
+    var rows = Array.prototype.slice.call(body.rows);
+    var asc = th.getAttribute("aria-sort") !== "ascending";
+    var vals = rows.map(function (r) { return r.cells[col] ? r.cells[col].textContent.trim() : ""; });
+    var numeric = vals.every(function (v) { return missing(v) || !isNaN(num(v)); });
+    var order = rows.map(function (r, i) { return i; });
+    order.sort(function (a, b) {
+      var x = vals[a], y = vals[b];
+      if (missing(x) || missing(y)) return (missing(x) - missing(y)) || a - b;
+      var d = numeric ? num(x) - num(y) : x.localeCompare(y, undefined, {numeric: true});
+      return (asc ? d : -d) || a - b;
+    });
+    order.forEach(function (i) { body.appendChild(rows[i]); });
+    Array.prototype.forEach.call(th.parentNode.cells, function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+  }
+  function addFilter(table) {
+    var box = document.createElement("input");
+    box.type = "search";
+    box.className = "table-filter";
+    box.placeholder = "Filter rows (text in any cell)";
+    box.setAttribute("aria-label", "Filter the rows of the table below");
+    var wrap = table.parentNode;
+    wrap.parentNode.insertBefore(box, wrap);
+    box.addEventListener("input", function () {
+      var q = box.value.toLowerCase();
+      Array.prototype.forEach.call(table.tBodies[0].rows, function (r) {
+        r.style.display = r.textContent.toLowerCase().indexOf(q) < 0 ? "none" : "";
+      });
+    });
+  }
+  document.querySelectorAll("table[data-sortable]").forEach(function (table) {
+    if (!table.tHead || !table.tHead.rows.length) return;
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+      th.classList.add("sortable");
+      th.title = "Click to sort (again to reverse)";
+      th.tabIndex = 0;
+      th.addEventListener("click", function () { sortBy(table, col, th); });
+      th.addEventListener("keydown", function (e) {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(table, col, th); }
+      });
+    });
+    if (table.hasAttribute("data-filterable")) addFilter(table);
+  });
+})();
 """
 
 
@@ -179,5 +271,5 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]], fo
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
         f'<header class="top"><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>'
         f'<nav class="toc" id="contents"><h2>Contents</h2><ol>{toc}</ol></nav>'
-        f"{body}<footer>{esc(footer)}</footer></main></body></html>\n"
+        f"{body}<footer>{esc(footer)}</footer></main><script>{SCRIPT}</script></body></html>\n"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,12 @@ from mecharule.io.rundir import RunDir, read_json, read_parquet
 
 logger = logging.getLogger(__name__)
 
-TRACE_FIELDS = ("level", "depth", "size", "decision", "memo_hit")
+TRACE_FIELDS = (
+    "level", "depth", "root", "size", "decision", "split_strategy", "memo_hit", "audit", "tau", "strong",
+    "covered_rate", "unrelated_rate", "covered_changed", "covered_n", "unrelated_changed", "unrelated_n",
+)  # fmt: skip
+UNIT_INDEX = re.compile(r"\[(\d+)\]$")
+DEFAULT_TAU = 0.2
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,24 @@ class RunArtifacts:
     def problems(self) -> list[dict[str, Any]]:
         return list((self.localization or {}).get("problems") or [])
 
+    def config_value(self, dotted: str, default: Any = None) -> Any:
+        """A value of the saved config by its dotted key (``search.tau``), or ``default``."""
+        node: Any = self.manifest.get("config") or {}
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    @property
+    def tau(self) -> float:
+        """The search's τ: ``search.tau``, else the legacy ``localize.tau``, else 0.2."""
+        for key in ("search.tau", "localize.tau"):
+            value = self.config_value(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        return DEFAULT_TAU
+
 
 def _optional_json(rundir: RunDir, name: str) -> dict[str, Any] | None:
     """A stage's JSON artifact, or None when its stage has not run or its record does not stand
@@ -104,14 +128,26 @@ def parquet_provenance(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _compact(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The report's fields of one trace record: a singleton keeps its unit, a root the largest unit
+    index it holds (how wide its layer is at least); other unit lists are dropped (they can be huge)."""
+    out = {k: record.get(k) for k in TRACE_FIELDS}
+    units = record.get("units") or []
+    if len(units) == 1:
+        out["unit"] = str(units[0])
+    if record.get("depth") == 0 or len(units) == 1:
+        indices = [int(m.group(1)) for m in map(UNIT_INDEX.search, map(str, units)) if m]
+        out["max_index"] = max(indices, default=None)
+    return out
+
+
 def read_trace(path: Path) -> list[dict[str, Any]]:
-    """The compact fields of a CHA query trace (unit lists are dropped: they can be huge)."""
+    """The compact fields of a CHA query trace (``_compact``)."""
     records = []
     with path.open() as handle:
         for line in handle:
             if line.strip():
-                record = json.loads(line)
-                records.append({k: record.get(k) for k in TRACE_FIELDS})
+                records.append(_compact(json.loads(line)))
     return records
 
 

@@ -235,3 +235,35 @@ def plot_hq_counts(table: pd.DataFrame) -> Figure:
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def plot_mcc_against_controls(
+    rows: Sequence[tuple[str, Sequence[float] | None, str]], threshold: float
+) -> Figure:
+    """The best anchored-rule test MCC per unit, one strip per row (label, values or None, note):
+    the agonists against the permuted-flip and random-unit controls, with the HQ threshold."""
+    fig = _figure(6.5, 1.0 + 0.75 * len(rows))
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)  # jitter only: the same picture at every render
+    colors = [BLUE, GREY, ORANGE]
+    present = [v for _, values, _ in rows for v in values or []]
+    low = min([-0.2, *(v - 0.05 for v in present)])
+    for i, (_, values, note) in enumerate(rows):
+        y = len(rows) - 1 - i
+        if values:
+            data = np.asarray(values, dtype=float)
+            ax.boxplot(data, positions=[y], vert=False, widths=0.5, showfliers=False, manage_ticks=False)
+            ax.scatter(data, y + rng.uniform(-0.18, 0.18, len(data)), s=16, color=colors[i % 3], zorder=3)
+        if note:
+            ax.annotate(
+                note, (low + 0.02, y + 0.3 if values else y), fontsize=7, color="#444444", va="center"
+            )
+    ax.axvline(threshold, color=RED, linestyle="--", linewidth=0.9, label=f"HQ threshold {threshold:.2f}")
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows][::-1], fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlim(low, 1.0)
+    ax.set_xlabel("best anchored-rule test MCC (held out)")
+    ax.set_title("Best anchored rule per unit against the controls", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

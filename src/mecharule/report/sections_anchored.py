@@ -27,9 +27,11 @@ from mecharule.report.html import (
 from mecharule.report.load import RunArtifacts
 from mecharule.report.tables import (
     FLIP_TARGETS,
+    count_at,
     flip_rates_table,
     fmt,
     hq_counts_table,
+    is_missing,
     pct,
     union_flip_coverage,
 )
@@ -108,11 +110,60 @@ def _flip_rate_figures(neuron_rules: Mapping[str, Any] | None, flips: pd.DataFra
     ]
 
 
+def _all_zero(hq: pd.DataFrame) -> bool:
+    """Every HQ count of the table (agonists and controls, every scope and threshold) is 0 or missing."""
+    counts = hq[[c for c in hq.columns if str(c).startswith("t = ")]].to_numpy().ravel().tolist()
+    return all(is_missing(v) or float(v) == 0 for v in counts)
+
+
+def _mcc_rows(neuron_rules: Mapping[str, Any]) -> list[tuple[str, list[float] | None, str]]:
+    """Strips of ``plots.plot_mcc_against_controls``: agonists, permuted flips, random units."""
+    agonists = list(neuron_rules.get("agonists") or [])
+    ruled = [a for a in agonists if (a.get("best") or {}).get("target")]
+    best = [float(a["best"]["test_mcc"]) for a in ruled if not is_missing(a["best"].get("test_mcc"))]
+    control = [
+        float(c["test_mcc"])
+        for c in ((a.get("best_control") or {}) for a in ruled)
+        if c.get("target") and not is_missing(c.get("test_mcc"))
+    ]
+    random = (neuron_rules.get("controls") or {}).get("random_neurons") or {}
+    at_threshold = count_at((random.get("hq_counts") or {}).get("test"), 0.70)
+    n_random = len(random.get("units") or [])
+    random_note = (
+        f"no per-unit MCC stored; {fmt(at_threshold)} of {n_random} units reach 0.70" if random else "not run"
+    )
+    no_rule = len(agonists) - len(ruled)
+    return [
+        (f"agonists ({len(best)})", best, f"{no_rule} without a rule" if no_rule else ""),
+        (f"permuted flips ({len(control)})", control, "" if control else "no control rule"),
+        (f"random units ({n_random})", None, random_note),
+    ]
+
+
+def _mcc_figure(neuron_rules: Mapping[str, Any]) -> list[str]:
+    rows = _mcc_rows(neuron_rules)
+    if not rows[0][1] and not rows[1][1]:
+        return []
+    threshold = float(neuron_rules.get("hq_threshold") or 0.7)
+    return [
+        image(
+            plots.plot_mcc_against_controls(rows, threshold),
+            "How to read: no agonist reaches an HQ rule, so this shows how far each falls short: one dot "
+            "per unit, its best rule's held-out test MCC; agonists (top) against the same extraction on "
+            "permuted flips and on random units. Agonists clearly right of the controls still carry a "
+            "rule-like signal; overlapping strips mean none.",
+        )
+    ]
+
+
 def _hq_count_figures(neuron_rules: Mapping[str, Any]) -> list[str]:
-    """The plot of high-quality anchored rules by MCC threshold, when there are counts to plot."""
+    """The plot of high-quality anchored rules by MCC threshold, when there are counts to plot; when
+    every count is 0, the distribution of the best test MCC against the controls instead."""
     hq = hq_counts_table(neuron_rules)
     if not len(hq):
         return []
+    if _all_zero(hq):
+        return _mcc_figure(neuron_rules)
     return [
         image(
             plots.plot_hq_counts(hq),

@@ -18,6 +18,7 @@ import pandas as pd
 
 from mecharule.errors import MecharuleError
 from mecharule.report import plots
+from mecharule.report.diagnostics import localization_warnings
 from mecharule.report.html import (
     Raw,
     code,
@@ -32,7 +33,7 @@ from mecharule.report.html import (
     table,
 )
 from mecharule.report.load import RunArtifacts
-from mecharule.report.tables import accuracy_by_group, behaviour_rules_table, binned_accuracy
+from mecharule.report.tables import accuracy_by_group, behaviour_rules_table, binned_accuracy, fmt
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,91 @@ RESERVED_COLUMNS = ("prompt", "answer", "label", "split")
 def _accuracy(behaviour: pd.DataFrame, split: str | None = None) -> str:
     rows = behaviour if split is None else behaviour[behaviour["split"] == split]
     return f"{rows['label'].mean():.3f} ({int(rows['label'].sum())}/{len(rows)})" if len(rows) else "—"
+
+
+HEADLINE_LABELS = {
+    "n_rules": "behaviour rules",
+    "rules_test_mcc": "rule set: test MCC (held out)",
+    "rules_control_test_mcc": "fake-target control: test MCC",
+    "n_agonists": "distinct agonists (CHA)",
+    "interventions": "CHA group evaluations (interventions)",
+    "recall_all_units": "recall over every unit, by regime and effect bin",
+    "shortlist_recall": "shortlist recall (candidates' share of the agonists), by regime and effect bin",
+    "recall_in_shortlist": "recall within the shortlist (vs brute force)",
+    "cost_ratio": "cost: CHA / brute-force evaluations",
+    "cost_ratio_max": "cost: worst problem's CHA / brute-force ratio",
+    "wall_time_ratio": "wall time: CHA / brute force",
+    "n_anchored": "agonists anchored",
+    "hq_neurons_test_0.70": "HQ anchored rules (test MCC ≥ 0.70)",
+    "hq_neurons_fake_target_0.70": "HQ rules, fake-target control (≥ 0.70)",
+    "hq_neurons_random_units_0.70": "HQ rules, random-unit control (≥ 0.70)",
+    "wall_seconds": "wall seconds per stage",
+}
+HEADLINE_SKIP = (  # versions, and what the facts above already show
+    "schema_version", "schema_version_of_inputs", "model", "task", "n_prompts", "accuracy", "recall_scope",
+)  # fmt: skip
+RECALL_SCOPE = (
+    "Recall over every unit: CHA's agonists among every unit of the searched layers (sampled outside "
+    "the shortlist when the layers are large), by observed effect bin; shortlist recall: the share of "
+    "those agonists that were among the candidates; recall within the shortlist: against brute force "
+    "over the candidates only."
+)
+
+
+def _edge(key: str) -> str:
+    """A key of a per-effect-bin record ("0.5" → "effect ≥ 0.5"); other keys as they are."""
+    try:
+        return f"effect ≥ {float(key):g}"
+    except ValueError:
+        return key
+
+
+def _readable(key: str, value: Any) -> Any:
+    """A headline value for a reader: nested records flattened to "name value" phrases."""
+    if isinstance(value, Mapping):
+        if key == "wall_seconds":
+            total = sum(float(v) for v in value.values() if isinstance(v, int | float))
+            stages = ", ".join(f"{k} {fmt(v, 1)}" for k, v in value.items())
+            return f"{stages} (total {total:.1f})"
+        if any(isinstance(v, Mapping) for v in value.values()):
+            return "; ".join(f"{k}: {_readable(k, v)}" for k, v in value.items())
+        return ", ".join(f"{_edge(k)} {fmt(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return value
+
+
+def headline_rows(summary: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``summary.json`` as (readable label, readable value) rows; unknown keys with spaces for "_"."""
+    rows = []
+    for key, value in summary.items():
+        if key in HEADLINE_SKIP:
+            continue
+        rows.append((HEADLINE_LABELS.get(key, key.replace("_", " ")), _readable(key, value)))
+    return rows
+
+
+def _headline_parts(run: RunArtifacts) -> list[str]:
+    if not run.summary:
+        return []
+    rows = headline_rows(run.summary)
+    parts: list[str] = [heading("Headline numbers"), key_values(rows)]
+    if "recall_all_units" in run.summary:
+        parts.append(paragraph(RECALL_SCOPE, "note"))
+    return parts
+
+
+def _warning_count(run: RunArtifacts) -> list[str]:
+    """One line pointing at the localization warnings, when there are any."""
+    n = len(localization_warnings(run))
+    if not n:
+        return []
+    return [
+        Raw(
+            f'<p><span class="warn-count">{n} warning{"s" if n > 1 else ""}</span> about the localization: '
+            'see <a href="#localization-warnings">Localization, warnings</a>.</p>'
+        )
+    ]
 
 
 def overview_section(run: RunArtifacts) -> Raw:
@@ -61,7 +147,7 @@ def overview_section(run: RunArtifacts) -> Raw:
         ("seed", run.manifest.get("seed", "—")),
         ("mecharule version", run.manifest.get("package_version", "—")),
     ]
-    parts: list[str] = [key_values(facts)]
+    parts: list[str] = [key_values(facts), *_warning_count(run), *_headline_parts(run)]
     stages = run.manifest.get("stages") or {}
     if stages:
         frame = pd.DataFrame(
@@ -77,13 +163,6 @@ def overview_section(run: RunArtifacts) -> Raw:
             ]
         )
         parts += [heading("Stages"), table(frame)]
-    if run.summary:
-        headline = [
-            (k, json.dumps(v) if isinstance(v, dict | list) else v)
-            for k, v in run.summary.items()
-            if k != "schema_version"
-        ]
-        parts += [heading("Headline numbers (summary.json)"), key_values(headline)]
     return section("overview", "Overview", parts)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 
 from mecharule.report import plots
+from mecharule.report import plots_localization as lplots
+from mecharule.report.diagnostics import localization_warnings
 from mecharule.report.html import (
     Raw,
     details,
@@ -24,6 +26,7 @@ from mecharule.report.html import (
     paragraph,
     section,
     table,
+    warning_box,
 )
 from mecharule.report.load import RunArtifacts, problem_folder
 from mecharule.report.tables import (
@@ -134,13 +137,102 @@ def _problem_facts(problem: Mapping[str, Any], n_agonists: int) -> Raw:
     )
 
 
+def _selectivity_figure(run: RunArtifacts, problem: Mapping[str, Any], key: str) -> list[str]:
+    frame = lplots.singletons_frame(problem, run.traces.get(key) or [])
+    if not len(frame):
+        return []
+    return [
+        image(
+            lplots.plot_selectivity(frame, run.tau, key),
+            "How to read: one dot per unit ablated alone; right = it flips the rule's covered prompts, up = "
+            "it flips unrelated ones. Agonists are coloured by layer, units tested and rejected are grey. "
+            f"Dashed lines: τ = {run.tau:g}; below the dotted diagonal a unit is selective for the rule.",
+        )
+    ]
+
+
+def _score_figure(run: RunArtifacts, problem: Mapping[str, Any], key: str) -> list[str]:
+    frame = lplots.scored_agonists(problem)
+    if not len(frame):
+        return []
+    scope = (
+        " validation.json names the brute-force agonists without their attribution scores (and, inside "
+        "the shortlist, without their effects), so only CHA's agonists are plotted."
+        if run.validation is not None
+        else ""
+    )
+    return [
+        image(
+            lplots.plot_score_vs_effect(frame, run.tau, key),
+            "How to read: one marker per agonist; right = attribution scored it high, up = ablating it "
+            "flips more covered prompts. A rising cloud (ρ > 0) means the attribution ranking predicts the "
+            f"ablation effect; strong agonists at the far left were nearly left out of the shortlist.{scope}",
+        )
+    ]
+
+
+def _map_figure(run: RunArtifacts, problem: Mapping[str, Any], key: str) -> list[str]:
+    widths = lplots.layer_widths(problem, run.traces.get(key) or [])
+    if not problem.get("agonists") or not widths:
+        return []
+    grid, layers, bin_size = lplots.effect_grid(problem, widths)
+    cells = "unit" if bin_size == 1 else f"bin of {bin_size} units (its largest effect)"
+    return [
+        image(
+            lplots.plot_effect_heatmap(grid, layers, bin_size, key),
+            f"How to read: one row per layer, one column per {cells}; colour = covered flip rate of the "
+            "agonist ablated alone, white = no agonist (or not searched). Clusters show where the rule is "
+            "carried.",
+        )
+    ]
+
+
+def _tree_figure(run: RunArtifacts, key: str) -> list[str]:
+    counts = lplots.decision_table(run.traces.get(key) or [])
+    if not len(counts):
+        return []
+    return [
+        image(
+            lplots.plot_search_tree(counts, key),
+            "How to read: group evaluations per level of the search (from trace.jsonl), stacked by "
+            "decision: blue groups were strong and split, grey ones pruned, green single units accepted, "
+            "orange ones rejected. Above each bar: its total and the largest group (≤ n units). Tall "
+            "single-unit bars mean CHA tested units one by one.",
+        )
+    ]
+
+
+def _problem_figures(run: RunArtifacts, problem: Mapping[str, Any]) -> Raw:
+    """The problem's plots, each only when its data exists."""
+    key = str(problem.get("key", ""))
+    return figures(
+        [
+            *_selectivity_figure(run, problem, key),
+            *_score_figure(run, problem, key),
+            *_map_figure(run, problem, key),
+            *_tree_figure(run, key),
+        ]
+    )
+
+
+def _warning_parts(run: RunArtifacts) -> list[str]:
+    """A box per warning of the run's localization (``report.diagnostics``), or a note that there is none."""
+    findings = localization_warnings(run)
+    if not findings:
+        return [paragraph("No warnings: the searches look sparse, monotone and selective.", "note")]
+    return [
+        heading(f"Warnings ({len(findings)})", 3, "localization-warnings"),
+        *(warning_box(f.title, f.meaning, f.action, f.problem, f.anchor) for f in findings),
+    ]
+
+
 def _problem_parts(run: RunArtifacts, problem: Mapping[str, Any]) -> list[str]:
     key = str(problem.get("key", ""))
     parts: list[str] = [heading(f"{key}: {problem.get('rule', '')}", 3, f"problem-{problem_folder(key)}")]
     if problem.get("skipped"):
         return [*parts, paragraph(f"Skipped: {problem['skipped']}", "skipped")]
     agonists = list(problem.get("agonists") or [])
-    parts.append(_problem_facts(problem, len(agonists)))
+    parts += [_problem_facts(problem, len(agonists)), _problem_figures(run, problem)]
     if problem.get("cha_cannot_save"):
         parts.append(
             paragraph(
@@ -221,6 +313,7 @@ def localization_section(run: RunArtifacts) -> Raw:
             ]
         )
     ]
+    parts += _warning_parts(run)
     problems = run.problems
     figs: list[str] = []
     if any(p.get("agonists") for p in problems):

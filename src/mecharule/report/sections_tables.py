@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from mecharule.report.html import Raw, heading, not_run, paragraph, section, table
+from mecharule.report.html import Raw, esc, heading, not_run, paragraph, section, table
 from mecharule.report.load import RunArtifacts
 from mecharule.report.tables import (
     agonists_table,
@@ -32,6 +32,15 @@ TABLE_STAGES = {
     "behaviour_rules": ("rules", "mecharule rules"),
     "agonists": ("localize", "mecharule localize"),
 }
+
+
+def _shown_above(run: RunArtifacts, name: str) -> tuple[str, str] | None:
+    """Where the page already shows this table in full (its anchor and section), if it does."""
+    if name == "behaviour_rules" and run.rules is not None:
+        return "rules", "Behaviour rules"
+    if name == "cha_vs_bruteforce" and run.localization is not None and run.validation is not None:
+        return "cost-vs-brute-force", "Localization: search cost and recall versus brute force"
+    return None
 
 
 def report_tables(run: RunArtifacts) -> dict[str, pd.DataFrame]:
@@ -58,6 +67,16 @@ def tables_section(run: RunArtifacts, tables: Mapping[str, pd.DataFrame]) -> Raw
         if name not in tables:
             stage, command = TABLE_STAGES[name]
             parts.append(not_run(stage, f"{command} {run.path}"))
+            continue
+        above = _shown_above(run, name)
+        if above is not None:  # one copy of a table per page
+            anchor, where = above
+            parts.append(
+                Raw(
+                    f'<p class="note">Shown above in <a href="#{anchor}">{esc(where)}</a>. Files: '
+                    f"report/tables/{name}.md, report/tables/{name}.csv</p>"
+                )
+            )
             continue
         parts.append(paragraph(f"Files: report/tables/{name}.md, report/tables/{name}.csv", "note"))
         shown = compact_agonists(tables[name]) if name == "agonists" else tables[name]

@@ -344,7 +344,7 @@ def _fmt(value: Any) -> str:
 
 
 # -- neuron-anchored rules (Table 2) ----------------------------------------------------------------
-def _count_at(counts: Mapping[str, Any] | None, threshold: float) -> Any:
+def count_at(counts: Mapping[str, Any] | None, threshold: float) -> Any:
     for key, value in (counts or {}).items():
         try:
             if abs(float(key) - threshold) < 1e-9:
@@ -394,7 +394,7 @@ def hq_counts_table(neuron_rules: Mapping[str, Any]) -> pd.DataFrame:
                         "method": method,
                         "scope": SCOPE_LABELS[scope],
                         "neurons": n,
-                        **{f"t = {t:.2f}": _count_at(counts[scope], t) for t in THRESHOLDS},
+                        **{f"t = {t:.2f}": count_at(counts[scope], t) for t in THRESHOLDS},
                     }
                 )
     return pd.DataFrame(rows, dtype=object)  # object: counts stay ints, control means stay floats

@@ -110,8 +110,10 @@ class Anchoring:
     hq_threshold: float
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     flips_provenance: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: per agonist: flip examples, activation histograms, promoted tokens (empty for older runs)
+    cards: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
-    FILES: ClassVar[tuple[str, ...]] = ("flips.parquet", "neuron_rules.json")
+    FILES: ClassVar[tuple[str, ...]] = ("flips.parquet", "neuron_rules.json")  # agonist_cards.json: optional
 
     @property
     def hq_counts(self) -> Mapping[str, int]:
@@ -149,11 +151,15 @@ class Anchoring:
         flips, provenance = load_table(run_dir, "flips.parquet")
         raw = load_json(run_dir, "neuron_rules.json")
         agonists = tuple(AnchoredAgonist.from_raw(a) for a in raw.get("agonists") or [])
-        return cls(flips, agonists, float(raw.get("hq_threshold") or 0.0), raw, provenance)
+        cards = load_json(run_dir, "agonist_cards.json") if (run_dir / "agonist_cards.json").exists() else {}
+        threshold = float(raw.get("hq_threshold") or 0.0)
+        return cls(flips, agonists, threshold, raw, provenance, dict(cards.get("agonists") or {}))
 
     def save(self, run_dir: str | Path) -> None:
         save_table(Path(run_dir), "flips.parquet", self.flips, dict(self.flips_provenance))
         save_json(Path(run_dir), "neuron_rules.json", dict(self.raw))
+        if self.cards:
+            save_json(Path(run_dir), "agonist_cards.json", {"agonists": dict(self.cards)})
 
     def _hq_line(self) -> str:
         key = f"{self.hq_threshold:.2f}" if f"{self.hq_threshold:.2f}" in self.hq_counts else HQ_KEY
