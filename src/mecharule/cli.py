@@ -375,6 +375,24 @@ def report(
     typer.echo(f"report → {rundir / 'report' / 'index.html'}")
 
 
+@app.command()
+@user_errors
+def compare(
+    rundirs: list[Path] = typer.Argument(..., help="two or more run directories"),
+    out: Path = typer.Option(Path("comparison"), "--out", help="folder for the tables and index.html"),
+) -> None:
+    """Runs side by side: accuracy, rules vs control, agonists and sparsity, recall and cost, HQ rules,
+    wall time; agonist overlap (Jaccard) between runs of the same model."""
+    from mecharule.compare import compare_runs
+    from mecharule.report.tables import to_markdown
+
+    tables = compare_runs(rundirs, out)
+    typer.echo(to_markdown(tables["runs"]))
+    if len(tables["overlap"]):
+        typer.echo(to_markdown(tables["overlap"]))
+    typer.echo(f"comparison → {out / 'index.html'}")
+
+
 @config_app.command("show")
 @user_errors
 def config_show(
