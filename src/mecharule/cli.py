@@ -381,8 +381,11 @@ def compare(
     rundirs: list[Path] = typer.Argument(..., help="two or more run directories"),
     out: Path = typer.Option(Path("comparison"), "--out", help="folder for the tables and index.html"),
 ) -> None:
-    """Runs side by side: accuracy, rules vs control, agonists and sparsity, recall and cost, HQ rules,
-    wall time; agonist overlap (Jaccard) between runs of the same model."""
+    """Compare finished runs side by side, with the agonist overlap of runs of one model.
+
+    Accuracy, rules vs control, agonists and sparsity, recall and cost, HQ rules, wall time; the
+    Jaccard overlap of agonist sets with the shared units named. Writes --out (tables, index.html).
+    """
     from mecharule.compare import compare_runs
     from mecharule.report.tables import to_markdown
 

@@ -264,7 +264,7 @@ def test_zoo_train_writes_to_a_user_directory_not_the_package(tmp_path, monkeypa
 
 def test_help_lists_commands_in_pipeline_order():
     text = _invoke("--help").stdout
-    order = ["run", "measure", "rules", "attribute", "localize", "validate", "anchor", "report"]
+    order = ["run", "measure", "rules", "attribute", "localize", "validate", "anchor", "report", "compare"]
     order += ["config", "list", "zoo", "models"]
     found = re.findall(r"^│ (\w+) ", text, flags=re.MULTILINE)
     assert found == order
