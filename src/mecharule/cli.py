@@ -19,6 +19,7 @@ import typer
 
 from mecharule import cli_show
 from mecharule.cli_models import register as register_model_commands
+from mecharule.cli_zoo import register as register_zoo_commands
 from mecharule.errors import MecharuleError
 
 if TYPE_CHECKING:
@@ -166,6 +167,9 @@ def run(
         False, "--validate", help="also brute-force every candidate (recall, cost)"
     ),
     seed: int | None = typer.Option(None),
+    seeds: str | None = typer.Option(
+        None, "--seeds", help="e.g. 0,1,2: one run per seed in OUT/seed-N, then the spread across them"
+    ),
     executor: str | None = EXECUTOR,
     ray_address: str | None = RAY_ADDRESS,
     workers: int | None = WORKERS,
@@ -173,26 +177,49 @@ def run(
     verbose: bool = VERBOSE,
 ) -> None:
     """Run every stage: measure, rules, attribute, localize, (validate), anchor, report."""
+    _setup_logging(verbose)
+    options = {
+        "task.name": task,
+        "model.name": _organism_of(task, model, config),
+        "model.device": device,
+        "model.dtype": dtype,
+        "task.max_prompts": max_prompts,
+        "seed": seed,
+        "validation.brute_force": True if validate_ else None,
+        **_executor_options(executor, ray_address, workers),
+    }
+    if seeds is None:
+        pipe, summary = _run_all_stages(out, config, options, sets)
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+            return
+        from mecharule.run_summary import run_summary_lines
+
+        typer.echo("\n".join(run_summary_lines(pipe.rundir, summary)))
+        return
+    from mecharule.seeds import parse_seeds, seed_spread
+
+    dirs = []
+    for value in parse_seeds(seeds):
+        typer.echo(f"== seed {value} → {out / f'seed-{value}'}", err=True)
+        _run_all_stages(out / f"seed-{value}", config, {**options, "seed": value}, sets)
+        dirs.append(out / f"seed-{value}")
+    spread = seed_spread(dirs, out)
+    from mecharule.report.tables import to_markdown
+
+    typer.echo(spread.to_json(orient="records", indent=2) if as_json else to_markdown(spread))
+    typer.echo(f"spread → {out / 'seeds.md'}")
+
+
+def _run_all_stages(
+    out: Path, config: Path | None, options: dict[str, Any], sets: list[str] | None
+) -> tuple[Any, dict[str, Any]]:
+    """Every stage of one run, with a line per stage on stderr; the pipeline and summary.json."""
     import time
 
     from mecharule.pipeline import default_stages
 
-    _setup_logging(verbose)
-    pipe = _pipeline(
-        out,
-        config,
-        {
-            "task.name": task,
-            "model.name": _organism_of(task, model, config),
-            "model.device": device,
-            "model.dtype": dtype,
-            "task.max_prompts": max_prompts,
-            "seed": seed,
-            "validation.brute_force": True if validate_ else None,
-            **_executor_options(executor, ray_address, workers),
-        },
-        sets,
-    )
+    pipe = _pipeline(out, config, options, sets)
     pipe.check_options()
     with pipe.rundir.locked("mecharule run"):
         for line in pipe.describe():
@@ -207,12 +234,7 @@ def run(
                 err=True,
             )
         summary = pipe.write_summary()
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-        return
-    from mecharule.run_summary import run_summary_lines
-
-    typer.echo("\n".join(run_summary_lines(pipe.rundir, summary)))
+    return pipe, summary
 
 
 @app.command()
@@ -444,46 +466,8 @@ def list_architectures() -> None:
         typer.echo(f"{name:14s} layers={row.layers} mlp={row.mlp} down_proj={row.down_proj}")
 
 
-@zoo_app.command("train")
-@user_errors
-def zoo_train(
-    name: str = typer.Argument(..., help="organism to train (arithmetic, ...)"),
-    seed: int = typer.Option(0),
-    out: Path | None = typer.Option(None, help="directory to write (default: ./organisms/NAME)"),
-    steps: int | None = typer.Option(None, help="override the training steps"),
-    sweep: bool = typer.Option(True, help="run the one-by-one agonist sweep for the report"),
-) -> None:
-    """Train an organism from scratch; write its weights, tokenizer and training report to --out.
-
-    The bundled organism (zoo:NAME) is never touched; the command prints the --model to use."""
-    from tqdm.auto import tqdm
-
-    from mecharule.zoo.registry import training_target
-    from mecharule.zoo.specs import organism_spec
-    from mecharule.zoo.train import train_organism
-
-    spec = organism_spec(name)  # an unknown name fails before the bar starts
-    target = training_target(name, out)
-    bar = tqdm(desc=f"train {name}", unit="step", dynamic_ncols=True)
-
-    def tick(step: int, total: int, loss: float) -> None:
-        bar.total = total
-        bar.n = step
-        bar.set_postfix(loss=f"{loss:.3f}")
-        bar.refresh()
-
-    report = train_organism(name, seed, target, steps=steps, progress=tick, sweep=sweep)
-    bar.close()
-    slim = {k: v for k, v in report.items() if k != "agonist_sweep"}
-    typer.echo(json.dumps(slim, indent=2))
-    for kind, info in report.get("agonist_sweep", {}).get("by_kind", {}).items():
-        typer.echo(
-            f"sweep {kind}: {info['unit_slices_ge_0.2']} unit-slices >= 0.2, "
-            f"{info['unit_slices_ge_0.5']} >= 0.5"
-        )
-    typer.echo(f"saved → {target}")
-    typer.echo(f"use it with: --task {spec.task} --model {target}")  # its training report marks it
-
+# `mecharule zoo train` lives in cli_zoo.py.
+register_zoo_commands(zoo_app, user_errors=user_errors)
 
 # `mecharule models fetch` and `mecharule list models` live in cli_models.py.
 register_model_commands(app, list_app, user_errors=user_errors, setup_logging=_setup_logging)
