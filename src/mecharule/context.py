@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -55,12 +55,6 @@ class StageContext:
         """A context around a model and task already in memory (tests, notebooks, benchmarks)."""
         rundir = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
         return cls(config or RunConfig(), rundir, lambda: handle, lambda: task, journal=journal)
-
-    def with_journal(self, journal: Journal | None) -> StageContext:
-        """The same context (same loaded model and task) with another journal."""
-        twin = replace(self, journal=journal)
-        twin.__dict__.update({k: v for k, v in vars(self).items() if k in ("handle", "task", "sizing")})
-        return twin
 
     @cached_property
     def handle(self) -> ModelHandle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mecharule.config import saved_section
 from mecharule.io.rundir import RunDir, read_json, read_parquet
 
 
@@ -16,7 +17,7 @@ def build_summary(rundir: RunDir) -> dict[str, Any]:
     manifest = rundir.manifest()
     summary: dict[str, Any] = {
         "model": manifest.get("model", {}).get("name"),
-        "task": _task_name(manifest.get("config") or {}),
+        "task": saved_section(manifest.get("config") or {}, "task").get("name"),
         "n_prompts": len(behaviour),
         "accuracy": round(float(behaviour["label"].mean()), 4),
     }
@@ -59,11 +60,3 @@ def build_summary(rundir: RunDir) -> dict[str, Any]:
     # nothing, so the report stays recorded with this very file
     summary["wall_seconds"] = {k: v.get("wall_seconds") for k, v in stages.items() if k != "report"}
     return summary
-
-
-def _task_name(config: dict[str, Any]) -> str | None:
-    """The task of a saved config (a legacy one read in the current layout)."""
-    from mecharule.config import migrate_legacy
-
-    task = migrate_legacy(config)[0].get("task")
-    return task.get("name") if isinstance(task, dict) else None

@@ -81,7 +81,8 @@ def flip_examples(
     if not rows:
         return {}
     engine = inputs.engine(behaviour.iloc[rows], stored_labels=behaviour["label"].to_numpy(bool)[rows])
-    kept = [r for i, r in enumerate(rows) if i not in set(engine.dropped.tolist())]
+    dropped = set(engine.dropped.tolist())
+    kept = [r for i, r in enumerate(rows) if i not in dropped]
     outcome = engine.run([[unit] for unit in agonists])
     position = {r: p for p, r in enumerate(kept)}
     examples: dict[str, list[dict[str, Any]]] = {}

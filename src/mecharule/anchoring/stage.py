@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,8 @@ def anchor(ctx: StageContext) -> dict[str, Any]:
     """
     cfg = ctx.config.anchor
     behaviour, features, defs = load_rule_inputs(ctx.path)
-    localized = agonists_from_summary(read_json(ctx.path / "localization" / "summary.json"), 10**9)
+    summary = read_json(ctx.path / "localization" / "summary.json")
+    localized = agonists_from_summary(summary, 10**9)
     agonists = [site for site, _ in localized[: cfg.max_agonists]]
     every_agonist = {site for site, _ in localized}  # controls avoid agonists of ANY rule or regime
     controls = random_control_units(ctx, every_agonist, len(agonists) * cfg.n_random_controls)
@@ -61,7 +62,7 @@ def anchor(ctx: StageContext) -> dict[str, Any]:
     with ctx.progress(label, 2 * len(units) + 1) as tick:
         flips, dropped = flip_table(ctx, inputs, behaviour, rows, units, tick)
         anchored, control_entries = _anchored(ctx, (flips, features, defs), (agonists, controls), tick)
-        rules = agonist_rules(ctx, agonists)
+        rules = agonist_rules(ctx, summary, agonists)
         cards = agonist_cards(ctx, inputs, (behaviour, features, flips), agonists, rules)
         tick(1)
     write_json(ctx.path / CARDS_FILE, cards)
@@ -77,9 +78,11 @@ def anchor(ctx: StageContext) -> dict[str, Any]:
 CARDS_FILE = "agonist_cards.json"
 
 
-def agonist_rules(ctx: StageContext, agonists: list[Site]) -> dict[Site, dict[str, Any]]:
-    """Each agonist's behaviour rule: that of the problem where its covered flip rate was highest."""
-    summary = read_json(ctx.path / "localization" / "summary.json")
+def agonist_rules(
+    ctx: StageContext, summary: Mapping[str, Any], agonists: list[Site]
+) -> dict[Site, dict[str, Any]]:
+    """Each agonist's behaviour rule: that of the problem where its covered flip rate was highest in
+    the localization ``summary``."""
     disjuncts = {d["id"]: d for d in read_json(ctx.path / "rules.json").get("disjuncts", [])}
     best: dict[str, tuple[float, str]] = {}
     for problem in summary.get("problems", []):

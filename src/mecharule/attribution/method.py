@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from mecharule.errors import ConfigError
 from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.models.sites import UnitKind
 from mecharule.registry import Registry
@@ -51,10 +52,25 @@ class AttributionMethod:
         return self.score(handle, request)
 
 
+def tables_method(name: str, scores: Callable[..., torch.Tensor]) -> AttributionMethod:
+    """A method over the ablation value tables (AtP and its variants):
+    ``scores(handle, prompts, answers, tables, kind, positions, batch_size)``."""
+
+    def score(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
+        if request.tables is None:
+            raise ConfigError(f"attribution method {name!r} needs ablation value tables (request.tables)")
+        return scores(
+            handle, request.prompts, request.answers, request.tables, request.kind, request.positions,
+            request.batch_size,
+        )  # fmt: skip
+
+    return AttributionMethod(score, inputs="tables")
+
+
 ATTRIBUTORS: Registry[AttributionMethod] = Registry(
     "attribution method",
     builtin="mecharule.attribution.methods",
     entry_points="mecharule.attribution_methods",
 )
 
-__all__ = ["ATTRIBUTORS", "AttributionMethod", "AttributionRequest"]
+__all__ = ["ATTRIBUTORS", "AttributionMethod", "AttributionRequest", "tables_method"]

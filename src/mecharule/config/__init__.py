@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mecharule.config.describe import config_keys, describe_validation_error, unknown_key_hint
-from mecharule.config.legacy import LEGACY_KEYS, current_key, migrate_legacy
+from mecharule.config.legacy import LEGACY_KEYS, current_key, migrate_legacy, saved_section
 from mecharule.config.sections import (
     AblationConfig,
     AnchorConfig,
@@ -196,4 +196,5 @@ __all__ = [
     "load_config",
     "migrate_legacy",
     "parse_assignments",
+    "saved_section",
 ]

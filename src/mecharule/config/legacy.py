@@ -85,3 +85,9 @@ def _model_at(dotted: str) -> type[BaseModel] | None:
             return None
         model = fields[part].annotation
     return model if is_section(model) else None
+
+
+def saved_section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Section ``name`` of a saved config (``run.json``), a legacy one read in the current layout."""
+    section = migrate_legacy(config)[0].get(name)
+    return section if isinstance(section, dict) else {}

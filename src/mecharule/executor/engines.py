@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -31,10 +32,16 @@ def value_tables(
     }
 
 
+@lru_cache(maxsize=1 << 20)
+def _site(name: str) -> Site:
+    """``Site.parse``, once per name: a search sends the same units level after level."""
+    return Site.parse(name)
+
+
 def run_batch(engine: AblationEngine, batch: GroupBatch) -> BatchResult:
     """Evaluate a batch's groups on ``engine``; the result carries the engine work it cost."""
     forwards, rows = engine.stats.forwards, engine.stats.generated_rows
-    outcome = engine.run([[Site.parse(name) for name in group] for group in batch.groups])
+    outcome = engine.run([[_site(name) for name in group] for group in batch.groups])
     return BatchResult(
         outcome.labels,
         tuple(outcome.changed_answers),

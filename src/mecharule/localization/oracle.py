@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from mecharule.executor.base import Executor, LocalExecutor
-from mecharule.executor.engines import run_batch
 from mecharule.executor.work import BatchResult, GroupBatch
 from mecharule.interventions.engine import AblationEngine
 from mecharule.interventions.hooks import SiteKey
@@ -158,10 +157,9 @@ class EngineOracle:
     def effects(self, key: Hashable, groups: Sequence[Sequence[Site]]) -> tuple[np.ndarray, np.ndarray]:
         """``# [groups, prompts]`` bool twice, on the driver's engine: did the label flip, did the
         answer change at all?"""
-        problem = self.problems[key]
-        return run_batch(problem.engine, GroupBatch.of(str(key), groups)).effects(
-            problem.engine.baseline_labels
-        )
+        engine = self.problems[key].engine
+        outcome = engine.run(groups)
+        return BatchResult(outcome.labels, tuple(outcome.changed_answers)).effects(engine.baseline_labels)
 
     def __call__(self, queries: Sequence[Query]) -> list[SliceCounts]:
         self.calls += 1

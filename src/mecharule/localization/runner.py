@@ -19,7 +19,6 @@ from mecharule.localization.oracle import EngineInputs
 from mecharule.localization.stage import LocalizationSetup, localize, prepare
 from mecharule.localization.validate import outside_problems, validate
 from mecharule.progress import grow_total
-from mecharule.sizing import budget_mb
 
 PROBLEM_FILES = ("trace.jsonl", "agonists.csv")  # per problem folder under localization/
 
@@ -85,8 +84,7 @@ def problem_data(
     ctx: StageContext, sources: Mapping[str, tuple[AblationEngine, pd.DataFrame]], inputs: EngineInputs
 ) -> dict[str, ProblemData]:
     """The problems as data: prompt rows, dropped rows, ablation (tables as numpy)."""
-    budget = budget_mb(ctx.handle, ctx.memory_budget_mb)
-    ablation = AblationData(table_data(inputs.tables), inputs.positions, budget)
+    ablation = AblationData(table_data(inputs.tables), inputs.positions, ctx.memory_budget_mb)
     return {
         key: ProblemData.of(key, source, engine.dropped.tolist(), ablation)
         for key, (engine, source) in sources.items()

@@ -60,12 +60,9 @@ class RunArtifacts:
 
     @property
     def _task_config(self) -> dict[str, Any]:
-        """The saved config's task section (a legacy config read in the current layout)."""
-        from mecharule.config import migrate_legacy
+        from mecharule.config import saved_section
 
-        config, _ = migrate_legacy(self.manifest.get("config") or {})
-        task = config.get("task")
-        return task if isinstance(task, dict) else {}
+        return saved_section(self.manifest.get("config") or {}, "task")
 
     @property
     def positive_label(self) -> str:

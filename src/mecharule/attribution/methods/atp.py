@@ -31,7 +31,7 @@ from mecharule.attribution.gradients import (
     activations_and_gradients,
     teacher_forced_block,
 )
-from mecharule.attribution.method import ATTRIBUTORS, AttributionMethod, AttributionRequest
+from mecharule.attribution.method import ATTRIBUTORS, tables_method
 from mecharule.errors import ConfigError, DataError
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable, position_gate
@@ -99,13 +99,4 @@ def _check_inputs(prompts: Sequence[str], answers: Sequence[str], batch_size: in
         raise ConfigError(f"batch_size={batch_size}: must be at least 1")
 
 
-def _from_request(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
-    if request.tables is None:
-        raise ConfigError("attribution method 'atp' needs ablation value tables (request.tables)")
-    return atp_scores(
-        handle, request.prompts, request.answers, request.tables, request.kind, request.positions,
-        request.batch_size,
-    )  # fmt: skip
-
-
-ATTRIBUTORS.register("atp")(AttributionMethod(_from_request, inputs="tables"))
+ATTRIBUTORS.register("atp")(tables_method("atp", atp_scores))

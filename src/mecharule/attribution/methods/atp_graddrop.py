@@ -26,9 +26,8 @@ from typing import Any
 import torch
 
 from mecharule.attribution.gradients import activations_and_gradients, teacher_forced_block
-from mecharule.attribution.method import ATTRIBUTORS, AttributionMethod, AttributionRequest
+from mecharule.attribution.method import ATTRIBUTORS, tables_method
 from mecharule.attribution.methods.atp import _check_inputs, _site_keys, block_sums
-from mecharule.errors import ConfigError
 from mecharule.interventions.hooks import SiteKey
 from mecharule.interventions.values import PositionMode, ValueTable
 from mecharule.models.architectures import decoder_layers
@@ -102,13 +101,4 @@ def atp_graddrop_scores(
 __all__ = ["atp_graddrop_scores", "gradient_dropped"]
 
 
-def _from_request(handle: ModelHandle, request: AttributionRequest) -> torch.Tensor:
-    if request.tables is None:
-        raise ConfigError("attribution method 'atp_gd' needs ablation value tables (request.tables)")
-    return atp_graddrop_scores(
-        handle, request.prompts, request.answers, request.tables, request.kind, request.positions,
-        request.batch_size,
-    )  # fmt: skip
-
-
-ATTRIBUTORS.register("atp_gd")(AttributionMethod(_from_request, inputs="tables"))
+ATTRIBUTORS.register("atp_gd")(tables_method("atp_gd", atp_graddrop_scores))
