@@ -19,6 +19,7 @@ import typer
 
 from mecharule import cli_show
 from mecharule.cli_models import register as register_model_commands
+from mecharule.cli_sweep import register as register_sweep_command
 from mecharule.cli_zoo import register as register_zoo_commands
 from mecharule.errors import MecharuleError
 
@@ -176,7 +177,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="end with summary.json's figures, as JSON"),
     verbose: bool = VERBOSE,
 ) -> None:
-    """Run every stage: measure, rules, attribute, localize, (validate), anchor, report."""
+    """Run every stage: measure, rules, attribute, localize, (validate), recompose, anchor, report."""
     _setup_logging(verbose)
     options = {
         "task.name": task,
@@ -309,6 +310,12 @@ STAGE_COMMANDS: list[tuple[str, str, str, Callable[[Path, bool], None]]] = [
         cli_show.show_validate,
     ),
     (
+        "recompose",
+        "run directory with localization/",
+        "Each rule's agonists alone, in pairs, together and in greedy sets → recomposition.json.",
+        cli_show.show_recompose,
+    ),
+    (
         "anchor",
         "run directory with localization/",
         "Flip table of every agonist and its neuron-anchored rules → flips.parquet, neuron_rules.json.",
@@ -416,6 +423,10 @@ def compare(
     if len(tables["overlap"]):
         typer.echo(to_markdown(tables["overlap"]))
     typer.echo(f"comparison → {out / 'index.html'}")
+
+
+# `mecharule sweep` lives in cli_sweep.py.
+register_sweep_command(app, user_errors=user_errors, setup_logging=_setup_logging)
 
 
 @config_app.command("show")

@@ -49,6 +49,18 @@ def show_validate(rundir: Path, ran: bool) -> None:
     typer.echo(json.dumps(v["recall"], indent=1)[:3000])
 
 
+def show_recompose(rundir: Path, ran: bool) -> None:
+    from mecharule.io.rundir import read_json
+    from mecharule.recomposition.text import problem_line, shared_line
+
+    data = read_json(rundir / "recomposition.json")
+    done = "recomposed" if ran else "already recomposed (skipped)"
+    typer.echo(f"{done} → {rundir / 'recomposition.json'} ({data['evaluations']} group evaluations)")
+    for key, entry in data["problems"].items():
+        typer.echo("  " + problem_line(key, entry))
+    typer.echo(shared_line(data))
+
+
 def show_anchor(rundir: Path, ran: bool) -> None:
     from mecharule.io.rundir import read_json
 
@@ -62,4 +74,4 @@ def show_anchor(rundir: Path, ran: bool) -> None:
         )
 
 
-__all__ = ["show_anchor", "show_attribute", "show_localize", "show_rules", "show_validate"]
+__all__ = ["show_anchor", "show_attribute", "show_localize", "show_recompose", "show_rules", "show_validate"]

@@ -24,7 +24,7 @@ from mecharule.sizing import Sizing, resolve_sizing
 from mecharule.tasks.base import Task
 
 log = logging.getLogger(__name__)
-STAGES = ["measure", "rules", "attribute", "localize", "validate", "anchor", "report"]
+STAGES = ["measure", "rules", "attribute", "localize", "validate", "recompose", "anchor", "report"]
 
 
 class Pipeline:
@@ -269,6 +269,11 @@ class Pipeline:
 
         return self._stage("validate", run_validate, journal=True)
 
+    def recompose(self) -> bool:
+        from mecharule.recomposition.stage import run_recompose
+
+        return self._stage("recompose", run_recompose, journal=True)
+
     def anchor(self) -> bool:
         def body(ctx: StageContext) -> list[str]:
             from mecharule.anchoring.stage import anchor
@@ -318,6 +323,8 @@ def default_stages(config: RunConfig) -> list[str]:
     stages = ["measure", "rules", "attribute", "localize"]
     if config.validation.brute_force:
         stages.append("validate")
+    if config.recompose.enabled:
+        stages.append("recompose")
     return [*stages, "anchor", "report"]
 
 

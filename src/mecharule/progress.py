@@ -39,6 +39,10 @@ class _Bar:
             self.bar.total = total
             self.bar.refresh()
 
+    def settle_total(self, total: int) -> None:
+        self.bar.total = total
+        self.bar.refresh()
+
 
 @contextmanager
 def bars(desc: str, total: int | None) -> Iterator[Tick]:
@@ -55,4 +59,11 @@ def grow_total(tick: Tick, total: int) -> None:
         grow(total)
 
 
-__all__ = ["ProgressFactory", "Tick", "bars", "grow_total", "silent"]
+def settle_total(tick: Tick, total: int) -> None:
+    """Set the total of ``tick``'s bar to what was done, when its total was an upper bound."""
+    settle = getattr(tick, "settle_total", None)
+    if settle is not None:
+        settle(total)
+
+
+__all__ = ["ProgressFactory", "Tick", "bars", "grow_total", "settle_total", "silent"]

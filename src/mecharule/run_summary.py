@@ -19,6 +19,7 @@ def run_summary_lines(rundir: RunDir, summary: dict[str, Any]) -> list[str]:
     lines = [_behaviour_line(summary)]
     lines += _rules_lines(rundir, summary)
     lines += _agonist_lines(rundir, summary)
+    lines += _recomposition_lines(summary)
     lines += _anchoring_lines(summary)
     lines += _validation_lines(summary)
     lines += _next_lines(rundir.path)
@@ -76,6 +77,17 @@ def _agonist_lines(rundir: RunDir, summary: dict[str, Any]) -> list[str]:
         found = f"{len(agonists)} of {problem.get('n_candidates', '?')} candidates"
         lines.append(f"  {problem['key']}: {found}" + (f": {top}{more}" if agonists else ""))
     return lines
+
+
+def _recomposition_lines(summary: dict[str, Any]) -> list[str]:
+    kinds = summary.get("recomposition")
+    if kinds is None:
+        return []
+    shown = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "no rule with agonists"
+    return [
+        f"recomposition (each rule's agonists together vs alone): {shown}; "
+        f"{summary.get('shared_agonists', 0)} agonists shared by two or more rules"
+    ]
 
 
 def _anchoring_lines(summary: dict[str, Any]) -> list[str]:

@@ -51,6 +51,20 @@ STAGE_INPUTS: dict[str, StageInputs] = {
         ("measure", "rules", "attribute"),
         excluded=("validation.brute_force",),  # whether validate runs, not what it computes
     ),
+    "recompose": StageInputs(
+        (
+            "seed",
+            *RULE_SELECTION,
+            "attribution.methods",
+            "attribution.top_m",
+            "units",
+            "ablation",
+            "search",
+            "recompose",
+        ),
+        ("measure", "rules", "attribute", "localize"),
+        excluded=("recompose.enabled",),  # whether it runs, not what it computes
+    ),
     "anchor": StageInputs(
         ("seed", "anchor", "rules.extractor", "rules.options", "units", "ablation"),
         ("measure", "localize"),
@@ -64,6 +78,7 @@ COMMANDS = {
     "attribute": "mecharule attribute {dir}",
     "localize": "mecharule localize {dir}",
     "validate": "mecharule validate {dir}",
+    "recompose": "mecharule recompose {dir}",
     "anchor": "mecharule anchor {dir}",
 }
 

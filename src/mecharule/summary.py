@@ -55,6 +55,11 @@ def build_summary(rundir: RunDir) -> dict[str, Any]:
         summary["hq_neurons_random_units_0.70"] = anchored["controls"]["random_neurons"]["hq_counts"]["test"][
             "0.70"
         ]
+    recomposed = _maybe(rundir, "recomposition.json")
+    if recomposed is not None:
+        kinds = [p["composition"]["kind"] for p in recomposed["problems"].values() if "composition" in p]
+        summary["recomposition"] = {kind: kinds.count(kind) for kind in sorted(set(kinds))}
+        summary["shared_agonists"] = len(recomposed.get("shared_agonists") or [])
     stages = manifest.get("stages", {})
     # the report's own record is left out: rewriting summary.json after the report then changes
     # nothing, so the report stays recorded with this very file

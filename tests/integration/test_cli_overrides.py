@@ -64,6 +64,7 @@ def test_a_localize_override_reruns_localize_and_what_reads_it(run_copy):
         "rules": "skipped",
         "attribute": "skipped",
         "localize": "done",
+        "recompose": "done",
         "anchor": "done",
         "report": "done",
     }
@@ -76,7 +77,7 @@ def test_a_speed_only_override_reruns_nothing(run_copy):
     result = _invoke("run", "--out", run_copy, "--set", "executor.batch_size=7")
     assert result.exit_code == 0, result.output
     lines = _stage_lines(result.stderr)
-    assert set(lines) == {"measure", "rules", "attribute", "localize", "anchor", "report"}
+    assert set(lines) == {"measure", "rules", "attribute", "localize", "recompose", "anchor", "report"}
     assert [stage for stage, state in lines.items() if state == "done"] == []  # the report too
     assert "batch 7" in result.stderr  # the sizing line: the override is in effect
 
@@ -264,7 +265,8 @@ def test_zoo_train_writes_to_a_user_directory_not_the_package(tmp_path, monkeypa
 
 def test_help_lists_commands_in_pipeline_order():
     text = _invoke("--help").stdout
-    order = ["run", "measure", "rules", "attribute", "localize", "validate", "anchor", "report", "compare"]
+    order = ["run", "measure", "rules", "attribute", "localize", "validate", "recompose", "anchor", "report"]
+    order += ["compare", "sweep"]
     order += ["config", "list", "zoo", "models"]
     found = re.findall(r"^│ (\w+) ", text, flags=re.MULTILINE)
     assert found == order

@@ -24,6 +24,9 @@ class Bar:
     def grow_total(self, total: int) -> None:
         self.total = max(self.total or 0, total)
 
+    def settle_total(self, total: int) -> None:
+        self.total = total
+
 
 class Recorder:
     def __init__(self) -> None:
@@ -42,12 +45,24 @@ def test_every_stage_has_a_bar_with_a_total_that_its_steps_reach(tmp_path):
     for stage in default_stages(config):
         assert getattr(pipe, stage)() is True
     by_stage = {bar.desc.split(" ")[0]: bar for bar in recorder.bars}
-    assert set(by_stage) == {"measure", "rules", "attribute", "localize", "validate", "anchor", "report"}
+    assert set(by_stage) == {
+        "measure",
+        "rules",
+        "attribute",
+        "localize",
+        "validate",
+        "recompose",
+        "anchor",
+        "report",
+    }
     for name, bar in by_stage.items():
         assert bar.total is not None and bar.total > 0, name
         if name == "localize":  # adaptive: the total grew to cover what was done
             evaluations = json.loads((tmp_path / "localization" / "summary.json").read_text())
             assert bar.done == evaluations["group_evaluations"] and bar.total >= bar.done
+        elif name == "recompose":  # an upper bound, settled to the evaluations done
+            evaluations = json.loads((tmp_path / "recomposition.json").read_text())["evaluations"]
+            assert bar.done == bar.total == evaluations
         elif name == "validate":  # CHA's part is an estimate; brute force's is exact
             assert bar.done > 0 and abs(bar.done - bar.total) <= bar.total // 2, (bar.done, bar.total)
         else:

@@ -91,7 +91,9 @@ def test_every_field_a_stage_reads_is_in_its_key(tmp_path):
     for stage in default_stages(config):
         reads.stage = stage
         assert getattr(pipe, stage)() is True
-    assert {"measure", "rules", "attribute", "localize", "validate", "anchor"} <= set(reads.by_stage)
+    assert {"measure", "rules", "attribute", "localize", "validate", "recompose", "anchor"} <= set(
+        reads.by_stage
+    )
     assert pipe.rundir.manifest()["random_streams"] == describe(config.seed)  # named, recorded
     for stage, fields in reads.by_stage.items():
         if stage not in STAGE_INPUTS:

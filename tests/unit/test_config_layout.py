@@ -63,6 +63,7 @@ def test_the_sections_are_the_concepts():
         "search",
         "validation",
         "anchor",
+        "recompose",
         "executor",
     ]
 

@@ -176,6 +176,25 @@ class AnchorConfig(_Frozen):
     n_random_controls: int = Field(1, ge=0)
 
 
+class RecomposeConfig(_Frozen):
+    """How each rule's agonists work together: alone vs jointly, pairs, the greedy smallest set."""
+
+    enabled: bool = Field(True, description="run the recompose stage in `mecharule run`")
+    pair_units: int = Field(8, ge=2, description="the strongest agonists (alone) whose pairs are measured")
+    max_units: int = Field(16, ge=1, description="greedy's candidates: the strongest agonists alone")
+    shares: tuple[float, ...] = Field(
+        (0.5, 0.8, 0.9), min_length=1, description="shares of the joint effect the smallest sets reach"
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="sign-test level (Holm over a rule's pairs)")
+
+    @field_validator("shares")
+    @classmethod
+    def _shares_in_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < v <= 1 for v in value):
+            raise ValueError(f"every share must be in (0, 1]; got {list(value)}")
+        return tuple(sorted(set(value)))
+
+
 class ExecutorConfig(_Frozen):
     """Where and how fast, never what: no stage's key holds these (every executor gives the same
     labels for the same seed)."""
@@ -217,6 +236,7 @@ class RunConfig(_Frozen):
     search: SearchSettings = Field(default_factory=lambda: SearchSettings())
     validation: ValidationConfig = Field(default_factory=lambda: ValidationConfig())
     anchor: AnchorConfig = Field(default_factory=lambda: AnchorConfig())
+    recompose: RecomposeConfig = Field(default_factory=lambda: RecomposeConfig())
     executor: ExecutorConfig = Field(default_factory=lambda: ExecutorConfig())
 
 

@@ -46,6 +46,7 @@ class RunArtifacts:
     flips: pd.DataFrame | None = None
     neuron_rules: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
+    recomposition: dict[str, Any] | None = None
 
     @property
     def task_name(self) -> str:
@@ -195,4 +196,5 @@ def load_run(run_dir: Path) -> RunArtifacts:
         flips=_optional_parquet(rundir, "flips.parquet"),
         neuron_rules=_optional_json(rundir, "neuron_rules.json"),
         summary=_optional_json(rundir, "summary.json"),
+        recomposition=_optional_json(rundir, "recomposition.json"),
     )

@@ -15,6 +15,7 @@ from mecharule.report.sections_anchored import anchored_section
 from mecharule.report.sections_behaviour import behaviour_section, overview_section, rules_section
 from mecharule.report.sections_cards import carded_units, cards_section, link_unit_cells
 from mecharule.report.sections_localization import localization_section
+from mecharule.report.sections_recomposition import recomposition_section
 from mecharule.report.sections_tables import report_tables, tables_section
 from mecharule.report.tables import write_tables
 
@@ -25,6 +26,7 @@ SECTIONS = (
     ("behaviour", "Behaviour"),
     ("rules", "Behaviour rules"),
     ("localization", "Localization (CHA)"),
+    ("recomposition", "Recomposition"),
     ("anchored-rules", "Neuron-anchored rules"),
     ("agonists", "Agonist cards"),
     ("tables", "Tables"),
@@ -39,6 +41,7 @@ def build_html(run: RunArtifacts) -> tuple[str, dict[str, pd.DataFrame]]:
         "behaviour": behaviour_section(run),
         "rules": rules_section(run),
         "localization": localization_section(run),
+        "recomposition": recomposition_section(run),
         "anchored-rules": anchored_section(run),
         "agonists": cards_section(run),
         "tables": tables_section(run, tables),

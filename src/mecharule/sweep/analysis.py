@@ -1,0 +1,172 @@
+"""How a sweep's headline figures move, and paired tests of each setting against the base run.
+
+Pairs are the same things measured under two settings:
+
+* **per rule** (a rule and regime, matched by the rule's text, so runs whose rules were re-extracted
+  pair only the rules they share): agonists found, CHA group evaluations, the joint suppression's
+  drop in the covered positive rate, and the union flip coverage;
+* **per unit** (every unit that is an agonist under either setting): found (1) or not (0), so the
+  sign test is the exact McNemar test on the units found by one setting only;
+* **per anchored unit** (units anchored under both): the best held-out MCC of its rule.
+
+Every test of the sweep is one family for Holm's correction; see :mod:`mecharule.paired_stats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mecharule.compare import run_row
+from mecharule.io.rundir import RunDir, read_json
+from mecharule.paired_stats import PairedTest, paired_tests
+from mecharule.sweep.runner import SweepRun
+
+HEADLINE = (
+    "accuracy",
+    "rules test MCC",
+    "control test MCC",
+    "agonists",
+    "agonists / candidates",
+    "group evaluations",
+    "recall (all units)",
+    "cost vs brute force",
+    "HQ rules",
+    "HQ, permuted control",
+)
+PER_RULE: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
+    "agonists per rule": lambda p: float(len(p.get("agonists") or [])),
+    "group evaluations per rule": lambda p: _number(p.get("group_evaluations")),
+    "joint suppression drop (covered) per rule": lambda p: _drop(p.get("suppression") or {}),
+    "union flip coverage (covered) per rule": lambda p: _number(
+        ((p.get("suppression") or {}).get("union_flip_coverage") or {}).get("covered")
+    ),
+}
+
+
+def settings_table(runs: Sequence[SweepRun]) -> pd.DataFrame:
+    """One row per setting (the base run first): what ran, and the headline figures."""
+    rows = []
+    for run in runs:
+        figures = run_row(run.path)
+        ran = [s for s, r in run.stages.items() if r.get("ran")]
+        row: dict[str, Any] = {
+            "setting": "base run" if run.setting is None else run.setting.name,
+            "stages run": ", ".join(ran) or "none (the base run's own setting)"
+            if run.setting is not None
+            else "—",
+            "seconds": round(sum(float(r.get("seconds") or 0) for r in run.stages.values()), 1)
+            if run.setting is not None
+            else None,
+        }
+        row |= {name: figures.get(name) for name in HEADLINE}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_tests(runs: Sequence[SweepRun], family: str, seed: int = 0) -> list[PairedTest]:
+    """Every setting against the base run (``runs[0]``), per rule, per unit and per anchored unit."""
+    base = runs[0]
+    comparisons: list[tuple[str, list[float | None], list[float | None]]] = []
+    for run in runs[1:]:
+        if run.setting is None or run.path == base.path:
+            continue
+        comparisons += pair_measurements(run.path, base.path, f"{run.setting.name} vs base")
+    return paired_tests(family, comparisons, seed=seed)
+
+
+def pair_measurements(
+    path: Path, base: Path, label: str
+) -> list[tuple[str, list[float | None], list[float | None]]]:
+    """The paired measurements of one run against the base: ``(name, x (run), y (base))``."""
+    out = []
+    problems, base_problems = _problems(path), _problems(base)
+    shared = sorted(set(problems) & set(base_problems))
+    for metric, measure in PER_RULE.items():
+        x = [measure(problems[k]) for k in shared]
+        y = [measure(base_problems[k]) for k in shared]
+        out.append((f"{metric}: {label}", x, y))
+    units_x, units_y = _agonists(problems), _agonists(base_problems)
+    union = sorted(units_x | units_y)
+    out.append(
+        (
+            f"agonist found per unit: {label}",
+            [float(u in units_x) for u in union],
+            [float(u in units_y) for u in union],
+        )
+    )
+    mcc_x, mcc_y = _anchored_mcc(path), _anchored_mcc(base)
+    both = sorted(set(mcc_x) & set(mcc_y))
+    out.append(
+        (f"anchored rule best test MCC per unit: {label}", [mcc_x[u] for u in both], [mcc_y[u] for u in both])
+    )
+    return out
+
+
+def tests_table(tests: Sequence[PairedTest]) -> pd.DataFrame:
+    """One row per test, each p-value under the name of its test (``TEST_NAMES`` says more)."""
+    rows = []
+    for t in tests:
+        ci = None if t.ci_low is None else f"[{t.ci_low:.3g}, {t.ci_high:.3g}]"
+        rows.append(
+            {
+                "compared": t.name,
+                "pairs": t.n,
+                "setting > base": t.n_greater,
+                "setting < base": t.n_less,
+                "mean (setting)": t.mean_x,
+                "mean (base)": t.mean_y,
+                "mean difference": t.mean_difference,
+                "95% CI (bootstrap BCa)": ci,
+                "p, exact sign test": _p(t.sign_p),
+                "p, sign-flip test": _p(t.signflip_p) + ("" if t.signflip_exact else " (Monte-Carlo)"),
+                "Holm p, sign test": _p(t.sign_p_holm),
+                "Holm p, sign-flip test": _p(t.signflip_p_holm),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _p(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _problems(path: Path) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """The run's searched problems keyed by (rule text, regime)."""
+    rundir = RunDir(path)
+    name = "localization/summary.json"
+    if not rundir.trusted(name):
+        return {}
+    return {
+        (str(p.get("rule")), str(p.get("regime"))): p
+        for p in read_json(rundir.file(name)).get("problems", [])
+        if not p.get("skipped")
+    }
+
+
+def _agonists(problems: Mapping[Any, Mapping[str, Any]]) -> set[str]:
+    return {str(a["unit"]) for p in problems.values() for a in p.get("agonists") or []}
+
+
+def _anchored_mcc(path: Path) -> dict[str, float]:
+    rundir = RunDir(path)
+    if not rundir.trusted("neuron_rules.json"):
+        return {}
+    entries = read_json(rundir.file("neuron_rules.json")).get("agonists", [])
+    return {str(e["site"]): float((e.get("best") or {}).get("test_mcc") or 0.0) for e in entries}
+
+
+def _drop(suppression: Mapping[str, Any]) -> float | None:
+    covered = suppression.get("covered") or {}
+    before, after = covered.get("positive_rate_before"), covered.get("positive_rate_after")
+    return None if before is None or after is None else float(before) - float(after)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+__all__ = ["HEADLINE", "PER_RULE", "pair_measurements", "settings_table", "sweep_tests", "tests_table"]

@@ -1,0 +1,136 @@
+"""Run a sweep's settings: each in its own run directory, started as a copy of the base run so that
+every stage whose key is unchanged is reused as it stands and only the rest runs.
+
+``OUT/<setting>/`` is a whole run directory (its report included). A setting whose config is the
+base run's is the base run itself (nothing copied, nothing run). The record of what each setting
+ran and reused, with the stage times, is ``OUT/sweep.json``, rewritten after every setting; a
+killed sweep re-run with the same command keeps the settings already done (their stages stand
+recorded) and resumes the one in flight from its stage journals.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mecharule.config import RunConfig
+from mecharule.errors import RunDirError
+from mecharule.estimates import Notify
+from mecharule.io.rundir import RunDir, write_json
+from mecharule.progress import ProgressFactory, silent
+from mecharule.sweep.plan import Setting
+
+NOT_COPIED = (".partial", "run.lock", "report", "summary.json")  # journals, the lock, what is re-made
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One setting as run: its directory and, per stage, whether it ran and how long it took."""
+
+    setting: Setting | None  # None: the base run
+    path: Path
+    stages: dict[str, dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "setting": "base" if self.setting is None else self.setting.name,
+            "changes": {} if self.setting is None else dict(self.setting.changes),
+            "path": str(self.path),
+            "stages": self.stages,
+        }
+
+
+def stage_plan(
+    base: Path, config: RunConfig, pipeline_of: Callable[[RunConfig, Path], Any]
+) -> dict[str, bool]:
+    """{stage: reused} for the setting ``config`` against the finished ``base`` run: reused when the
+    stage's key is the one the base run recorded (with its outputs intact)."""
+    from mecharule.pipeline import default_stages
+
+    pipe = pipeline_of(config, base)
+    rundir = RunDir(base)
+    return {
+        stage: rundir.stage_is_done(stage, pipe.stage_hash(stage))
+        for stage in default_stages(config)
+        if stage != "report"
+    }
+
+
+def seed_directory(base: Path, target: Path) -> None:
+    """Copy the base run's files into ``target`` (a fresh directory), stage records included, so
+    the stages the setting shares with the base are found done. Never links: nothing a setting
+    writes can reach the base run."""
+    target.mkdir(parents=True, exist_ok=True)
+    for item in base.iterdir():
+        if item.name in NOT_COPIED or item.name.startswith(".write-probe"):
+            continue
+        destination = target / item.name
+        if item.is_dir():
+            shutil.copytree(item, destination, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, destination)
+
+
+@dataclass
+class SweepRunner:
+    """Runs settings against a finished base run into ``out``; ``progress``/``notify`` as a run's."""
+
+    base: Path
+    out: Path
+    pipeline_of: Callable[[RunConfig, Path], Any]  # (config, run dir) -> Pipeline
+    notify: Notify
+    progress: ProgressFactory = silent
+
+    def run(self, base_config: RunConfig, settings: Sequence[Setting]) -> list[SweepRun]:
+        if self.out.resolve() == self.base.resolve() or self.base.resolve() in self.out.resolve().parents:
+            raise RunDirError(f"--out {self.out} must not be inside the base run {self.base}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        runs = [SweepRun(None, self.base, {})]
+        for index, setting in enumerate(settings, 1):
+            self.notify(f"== setting {index}/{len(settings)}: {setting.name}")
+            runs.append(self._one(base_config, setting))
+            self._record(runs)
+        return runs
+
+    def _one(self, base_config: RunConfig, setting: Setting) -> SweepRun:
+        if setting.config == base_config:
+            self.notify(f"{setting.name}: the base run's own setting; its run is used as it is")
+            return SweepRun(setting, self.base, {"all": {"ran": False, "note": "the base run"}})
+        plan = stage_plan(self.base, setting.config, self.pipeline_of)
+        reused = [s for s, done in plan.items() if done]
+        runs = [s for s, done in plan.items() if not done]
+        self.notify(
+            f"{setting.name}: reuses {', '.join(reused) or 'no stage'}; runs {', '.join([*runs, 'report'])}"
+        )
+        target = self.out / setting.folder
+        if not (target / "run.json").exists():
+            seed_directory(self.base, target)
+        return SweepRun(setting, target, self._stages(setting.config, target))
+
+    def _stages(self, config: RunConfig, target: Path) -> dict[str, dict[str, Any]]:
+        from mecharule.pipeline import default_stages
+
+        pipe = self.pipeline_of(config, target)
+        pipe.check_options()
+        stages: dict[str, dict[str, Any]] = {}
+        with pipe.rundir.locked("mecharule sweep"):
+            for stage in default_stages(config):
+                started = time.perf_counter()
+                ran = bool(getattr(pipe, stage)())
+                stages[stage] = {"ran": ran, "seconds": round(time.perf_counter() - started, 2)}
+                self.notify(f"[{stage}] {'done' if ran else 'reused'} in {stages[stage]['seconds']:.1f}s")
+            pipe.write_summary()
+        return stages
+
+    def _record(self, runs: Sequence[SweepRun]) -> None:
+        write_json(
+            self.out / "sweep.json",
+            {"base": str(self.base), "runs": [r.as_dict() for r in runs], "analysis": None},
+        )
+
+
+__all__ = ["NOT_COPIED", "SweepRun", "SweepRunner", "seed_directory", "stage_plan"]

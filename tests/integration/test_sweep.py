@@ -1,0 +1,117 @@
+"""``mecharule sweep``: each setting re-runs only the stages that read the varied field, the base run
+is left as it was, and the paired tests count what the runs found."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mecharule.cli import app
+from mecharule.compare import agonist_set
+from mecharule.config import load_config
+from mecharule.pipeline import Pipeline, default_stages
+from mecharule.sweep.plan import parse_vary, plan_settings
+from mecharule.sweep.runner import stage_plan
+
+from .small_run import SMALL_RUN
+
+SMALL = {**SMALL_RUN, "rules.max_rules": 2}
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "base"
+    config = load_config(None, SMALL)
+    pipe = Pipeline(config, out)
+    for stage in default_stages(config):
+        getattr(pipe, stage)()
+    pipe.write_summary()
+    return out, config
+
+
+def _digests(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("vary", "reused"),
+    [
+        ("search.tau=0.35", ["measure", "rules", "attribute"]),
+        ("attribution.top_m=8", ["measure", "rules", "attribute"]),  # attribute scores every unit
+        ("recompose.pair_units=3", ["measure", "rules", "attribute", "localize", "anchor"]),
+        ("ablation.value=zero", ["measure", "rules"]),
+        ("rules.max_rules=1", ["measure", "rules"]),
+        ("task.max_prompts=1400", []),
+        ("executor.batch_size=7", ["measure", "rules", "attribute", "localize", "recompose", "anchor"]),
+    ],
+)
+def test_a_setting_reuses_exactly_the_stages_that_do_not_read_the_varied_field(base_run, vary, reused):
+    base, config = base_run
+    (setting,) = plan_settings(config, [parse_vary(vary)], grid=False)
+    plan = stage_plan(base, setting.config, lambda c, p: Pipeline(c, p))
+    assert [stage for stage, done in plan.items() if done] == reused
+
+
+def test_the_sweep_runs_what_changed_and_tests_it_against_the_base(base_run, tmp_path):
+    base, config = base_run
+    before = _digests(base)
+    out = tmp_path / "tau"
+    args = ["sweep", str(base), "--vary", f"localize.tau={config.search.tau},0.35", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert _digests(base) == before  # the base run is read, never written
+    record = json.loads((out / "sweep.json").read_text())
+    own, other = record["runs"][1], record["runs"][2]
+    assert own["path"] == str(base) and own["stages"]["all"]["note"] == "the base run"
+    ran = [stage for stage, r in other["stages"].items() if r["ran"]]
+    assert ran == ["localize", "recompose", "anchor", "report"]
+    setting = Path(other["path"])
+    assert setting == out / "search.tau=0.35"
+    assert json.loads((setting / "run.json").read_text())["config"]["search"]["tau"] == 0.35
+    tests = pd.read_csv(out / "tests.csv").set_index("compared")
+    found = tests.loc["agonist found per unit: search.tau=0.35 vs base"]
+    mine, theirs = agonist_set(setting), agonist_set(base)
+    assert found["pairs"] == len(mine | theirs)
+    assert (found["setting > base"], found["setting < base"]) == (len(mine - theirs), len(theirs - mine))
+    assert len(theirs - mine) > 0  # a higher threshold accepts fewer units: the test has pairs to count
+    assert "p, exact sign test" in tests.columns and "Holm p, sign-flip test" in tests.columns
+    settings = pd.read_csv(out / "settings.csv")
+    assert settings["setting"].tolist() == ["base run", f"search.tau={config.search.tau}", "search.tau=0.35"]
+    assert settings["agonists"].tolist()[2] == len(mine)
+    html = (out / "index.html").read_text()
+    assert "Paired tests against the base run" in html and html.count("<img ") == 4  # figures against tau
+
+
+def test_a_rerun_sweep_reuses_every_stage_of_its_settings(base_run, tmp_path):
+    base, _ = base_run
+    out = tmp_path / "again"
+    args = ["sweep", str(base), "--vary", "recompose.pair_units=3", "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stages = json.loads((out / "sweep.json").read_text())["runs"][1]["stages"]
+    assert [s for s, r in stages.items() if r["ran"]] == []
+
+
+def test_a_sweep_needs_a_finished_base_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["sweep", str(tmp_path / "empty"), "--vary", "search.tau=0.3"])
+    assert result.exit_code == 2 and "is not a finished run" in result.output
+
+
+def test_the_sweep_output_may_not_live_inside_the_base_run(base_run):
+    base, _ = base_run
+    result = CliRunner().invoke(
+        app, ["sweep", str(base), "--vary", "search.tau=0.3", "--out", str(base / "x")]
+    )
+    assert result.exit_code == 2 and "must not be inside the base run" in result.output
+    assert not (base / "x").exists()
