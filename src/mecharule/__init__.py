@@ -6,7 +6,7 @@ imported on first use (PEP 562). See docs/python-api.md.
 
 * ``run(config, out, *, model=None, progress=False) -> Run`` and ``load_run(path) -> Run``;
 * the stages on a run directory, each returning its typed result: ``measure``, ``extract_rules``,
-  ``attribute``, ``localize``, ``validate``, ``anchor``, ``render_report``;
+  ``attribute``, ``localize``, ``validate``, ``recompose``, ``anchor``, ``render_report``;
 * ``RunConfig``, ``load_config``; ``load_model``, ``make_task``; ``Site``, ``Rule``; ``Run``.
 """
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         load_run,
         localize,
         measure,
+        recompose,
         render_report,
         run,
         validate,
@@ -43,6 +44,7 @@ _HOME = {
     "attribute": "mecharule.api",
     "localize": "mecharule.api",
     "validate": "mecharule.api",
+    "recompose": "mecharule.api",
     "anchor": "mecharule.api",
     "render_report": "mecharule.api",
     "Run": "mecharule.results",
@@ -69,6 +71,7 @@ __all__ = [
     "localize",
     "make_task",
     "measure",
+    "recompose",
     "render_report",
     "run",
     "validate",

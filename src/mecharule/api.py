@@ -30,6 +30,7 @@ from mecharule.results import (
     Attribution,
     Behaviour,
     Localization,
+    Recomposition,
     RuleSetResult,
     Run,
     Validation,
@@ -51,6 +52,7 @@ VERBS = {
     "attribute": "attribute",
     "localize": "localize",
     "validate": "validate",
+    "recompose": "recompose",
     "anchor": "anchor",
     "report": "render_report",
 }
@@ -112,6 +114,13 @@ def validate(
 ) -> Validation:
     """Ablate units one by one beside CHA: its recall and cost (``validation.json``)."""
     return Validation.load(_run_stage("validate", run, config, model, progress))
+
+
+def recompose(
+    run: RunLike, config: ConfigLike = None, *, model: ModelLike = None, progress: bool = False
+) -> Recomposition:
+    """Each rule's agonists alone, together, in pairs and in greedy sets (``recomposition.json``)."""
+    return Recomposition.load(_run_stage("recompose", run, config, model, progress))
 
 
 def anchor(
@@ -250,6 +259,7 @@ __all__ = [
     "load_run",
     "localize",
     "measure",
+    "recompose",
     "render_report",
     "run",
     "validate",

@@ -132,6 +132,30 @@ def synthetic_oracle(queries: Sequence[Query]) -> list[SliceCounts]:
     return out
 
 
+class _UnionOracle:
+    """Each unit flips a fixed seeded set of the 128 prompts (64 covered, then 64 unrelated); a group
+    flips the union of its units' sets."""
+
+    def flips(self, key: str, groups: Any) -> np.ndarray:
+        rows = np.zeros((len(groups), 128), dtype=bool)
+        for row, group in zip(rows, groups, strict=True):
+            for unit in group:
+                row |= np.random.default_rng(unit.layer * 100 + unit.index).random(128) < 0.3
+        return rows
+
+
+def _recomposition(run_dir: Path) -> None:
+    from mecharule.recomposition import recompose
+
+    summary = json.loads((run_dir / "localization" / "summary.json").read_text())
+    covered = np.arange(128) < 64
+    problems = [
+        (p["key"], covered, [Site.parse(a["unit"]) for a in p.get("agonists") or []])
+        for p in summary["problems"]
+    ]
+    write_json(run_dir / "recomposition.json", recompose(_UnionOracle(), problems))
+
+
 def _localization(run_dir: Path, rule_text: str) -> None:
     candidates = [Site(layer, "mlp", i) for layer in range(2) for i in range(16)]
     problems = [SearchProblem(key, candidates) for key in PLANTED]
@@ -293,7 +317,9 @@ def build_run_dir(run_dir: Path, *, stages: str = "all") -> Path:
     write_parquet(run_dir / "features.parquet", features, {"task": "arithmetic"})
     write_json(run_dir / "features.json", {"features": defs, "task": "arithmetic"})
     stage_names = (
-        ["measure"] if stages == "measure" else ["measure", "rules", "localize", "validate", "anchor"]
+        ["measure"]
+        if stages == "measure"
+        else ["measure", "rules", "localize", "validate", "recompose", "anchor"]
     )
     write_json(
         run_dir / "run.json",
@@ -310,6 +336,7 @@ def build_run_dir(run_dir: Path, *, stages: str = "all") -> Path:
     rules = extract_behaviour_rules(run_dir, seed=0, options={"n_estimators": 20, "max_depth": 3})
     rule_text = rules["disjuncts"][0]["readable"] if rules["disjuncts"] else "no rule"
     _localization(run_dir, rule_text)
+    _recomposition(run_dir)
     _anchoring(run_dir, behaviour, ["L0.mlp[3]", "L1.mlp[5]", "L1.mlp[11]", "L0.mlp[7]"])
     write_json(
         run_dir / "summary.json",
@@ -333,6 +360,7 @@ STAGE_OUTPUTS = {
     "rules": ["rules.json"],
     "localize": ["localization/summary.json"],
     "validate": ["validation.json"],
+    "recompose": ["recomposition.json"],
     "anchor": ["flips.parquet", "neuron_rules.json"],
 }
 

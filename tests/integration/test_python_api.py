@@ -21,6 +21,7 @@ from mecharule.results import (
     Attribution,
     Behaviour,
     Localization,
+    Recomposition,
     RuleSetResult,
     Run,
     Validation,
@@ -104,7 +105,7 @@ def test_the_python_api_doc_runs_as_written(tmp_path, monkeypatch):
 
 
 def test_every_artifact_round_trips_through_its_result(finished, tmp_path):
-    for result in (Behaviour, RuleSetResult, Attribution, Localization, Validation, Anchoring):
+    for result in (Behaviour, RuleSetResult, Attribution, Localization, Validation, Recomposition, Anchoring):
         result.load(finished.path).save(tmp_path)
     assert assert_same_files(tmp_path, finished.path) == stage_files(finished.path)
     assert any(name.endswith(".safetensors") for name in stage_files(finished.path))
@@ -120,6 +121,10 @@ def test_a_run_reads_each_stage_and_the_stage_functions_return_the_same(finished
     assert run.rules.test.mcc == run.summary["rules_test_mcc"]
     assert run.validation is not None and run.validation.cost_ratio == run.summary["cost_ratio"]
     assert run.anchoring is not None and len(run.anchoring.agonists) == run.summary["n_anchored"]
+    assert run.recomposition is not None and run.recomposition.evaluations > 0
+    kinds = [run.recomposition.kind(key) for key in run.recomposition.problems]
+    assert sum(run.summary["recomposition"].values()) == sum(kind is not None for kind in kinds)
+    assert mecharule.recompose(run).raw == run.recomposition.raw  # done: read back, nothing run
     top = run.attribution["R1"].scores["atp"]
     assert top.shape == (2, 128)  # [n_layers, d_mlp] of the organism
     # done stages are skipped (no model loads) and return what the run holds

@@ -19,7 +19,7 @@ from mecharule.errors import RunDirError
 from mecharule.report import render_report
 from tests.integration.report_fixture import build_run_dir
 
-SECTION_IDS = ("overview", "behaviour", "rules", "localization", "anchored-rules", "tables")
+SECTION_IDS = ("overview", "behaviour", "rules", "localization", "recomposition", "anchored-rules", "tables")
 TABLES = ("hq_counts", "cha_vs_bruteforce", "recall_all_units", "behaviour_rules", "agonists")
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -52,9 +52,9 @@ def test_every_section_is_present_in_order_with_a_table_of_contents(full_report:
 def test_images_are_embedded_and_nothing_is_fetched(full_report: str) -> None:
     # behaviour: group + 2 SHAP features; rules: 2 stage PNGs; localization: per layer, suppression,
     # cost, and per searched problem (2) selectivity, effect map and search tree; anchored: flip
-    # rates, HQ counts
-    assert full_report.count("data:image/png;base64,") == 16
-    assert full_report.count("<img ") == 16
+    # rates, HQ counts; recomposition: the greedy curves
+    assert full_report.count("data:image/png;base64,") == 17
+    assert full_report.count("<img ") == 17
     assert "http://" not in full_report and "https://" not in full_report
     for attribute in re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', full_report):
         assert attribute.startswith(("data:image/png;base64,", "#")), attribute
@@ -173,7 +173,7 @@ def test_report_renders_in_headless_chromium(full_run: Path, tmp_path: Path) -> 
     dom = _chromium("--dump-dom", index.as_uri(), tmp_path=tmp_path).stdout
     for ident in SECTION_IDS:
         assert f'id="{ident}"' in dom, ident
-    assert dom.count("<img ") == 16
+    assert dom.count("<img ") == 17
     assert 'class="sortable"' in dom  # the inline script ran: every table header sorts
     shot = tmp_path / "report.png"
     _chromium(

@@ -96,8 +96,8 @@ def test_each_searched_problem_gets_its_selectivity_map_and_tree_plots(full_repo
         assert body.count(f"<figcaption>{caption}") == 2, caption
     assert "τ = 0.2" in body  # the default τ: the fixture's config has no search section
     assert SCORE not in body  # the fixture's agonists carry no attribution score
-    # 16 images: the 10 of before, plus 3 plots for each of the 2 searched problems
-    assert full_report.count("data:image/png;base64,") == 16
+    # 17 images: the 10 of before, 3 plots for each of the 2 searched problems, the greedy curves
+    assert full_report.count("data:image/png;base64,") == 17
 
 
 def test_the_score_plot_appears_when_agonists_carry_scores(run: RunArtifacts) -> None:

@@ -22,6 +22,7 @@ from mecharule.results import (
     Attribution,
     Behaviour,
     Localization,
+    Recomposition,
     RuleSetResult,
     Validation,
     load_run,
@@ -29,7 +30,7 @@ from mecharule.results import (
 from mecharule.rules import Condition, Rule, RuleSet
 from tests.integration.report_fixture import build_run_dir
 
-RESULTS = (Behaviour, RuleSetResult, Attribution, Localization, Validation, Anchoring)
+RESULTS = (Behaviour, RuleSetResult, Attribution, Localization, Validation, Recomposition, Anchoring)
 NOT_STAGE_FILES = ("run.json", "run.lock", "summary.json")  # and report/
 
 

@@ -8,6 +8,7 @@ exactly as the stage writes them (``Result.load(run_dir)``, ``result.save(run_di
 ``Attribution``        ``attribution/rule_<id>.{safetensors,json}``: ``AttributedRule`` per rule
 ``Localization``       ``localization/``: ``Problem`` per rule x regime, each with ``Agonist`` views
 ``Validation``         ``validation.json``
+``Recomposition``      ``recomposition.json``: per rule, its agonists alone, together, in pairs
 ``Anchoring``          ``flips.parquet``, ``neuron_rules.json``: ``AnchoredAgonist`` per agonist
 =====================  ==================================================================
 
@@ -21,6 +22,7 @@ from mecharule.results.anchoring import AnchoredAgonist, AnchoredRule, Anchoring
 from mecharule.results.attribution import AttributedRule, Attribution
 from mecharule.results.behaviour import Behaviour
 from mecharule.results.localization import Agonist, Localization, Problem
+from mecharule.results.recomposition import Recomposition
 from mecharule.results.rules import RuleSetControl, RuleSetResult, ScoredRule
 from mecharule.results.run import Run, load_run
 from mecharule.results.validation import Validation
@@ -35,6 +37,7 @@ __all__ = [
     "Behaviour",
     "Localization",
     "Problem",
+    "Recomposition",
     "RuleSetControl",
     "RuleSetResult",
     "Run",

@@ -16,6 +16,7 @@ from mecharule.results.attribution import Attribution
 from mecharule.results.behaviour import Behaviour
 from mecharule.results.display import html_table
 from mecharule.results.localization import Agonist, Localization
+from mecharule.results.recomposition import Recomposition
 from mecharule.results.rules import RuleSetResult, scores_text
 from mecharule.results.validation import Validation
 
@@ -32,6 +33,7 @@ _CACHED = (
     "localization",
     "agonists",
     "validation",
+    "recomposition",
     "anchoring",
     "summary",
 )
@@ -40,10 +42,10 @@ _CACHED = (
 class Run:
     """The results of the run in ``path``.
 
-    ``behaviour``, ``rules``, ``attribution``, ``localization``, ``validation``, ``anchoring`` and
-    ``summary`` are read on first access and kept; ``refresh()`` forgets them (after a stage ran
-    again). ``agonists`` are the distinct agonist units over every problem, each with the entry of the
-    problem where its effect is largest.
+    ``behaviour``, ``rules``, ``attribution``, ``localization``, ``validation``, ``recomposition``,
+    ``anchoring`` and ``summary`` are read on first access and kept; ``refresh()`` forgets them
+    (after a stage ran again). ``agonists`` are the distinct agonist units over every problem, each
+    with the entry of the problem where its effect is largest.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -111,6 +113,10 @@ class Run:
         return self._if_trusted((Validation.FILE,), Validation.load)
 
     @cached_property
+    def recomposition(self) -> Recomposition | None:
+        return self._if_trusted((Recomposition.FILE,), Recomposition.load)
+
+    @cached_property
     def anchoring(self) -> Anchoring | None:
         return self._if_trusted(Anchoring.FILES, Anchoring.load)
 
@@ -136,6 +142,10 @@ class Run:
             rows.append(("interventions", f"{loc.group_evaluations:,} group evaluations"))
         if self.validation is not None:
             rows.append(("validation", str(self.validation).splitlines()[0]))
+        if self.recomposition is not None:
+            kinds = [self.recomposition.kind(k) for k in self.recomposition.problems]
+            shown = ", ".join(f"{kinds.count(k)} {k}" for k in sorted({k for k in kinds if k}))
+            rows.append(("recomposition", shown or "no rule with agonists"))
         if self.anchoring is not None:
             rows.append(("anchoring", self.anchoring._hq_line()))
         rows.append(("report", str(self.report_path or "not rendered")))
