@@ -13,7 +13,8 @@ Wrapper = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 VARY_HELP = (
     "KEY=V1,V2,... one config field and its values (YAML each; lists in brackets: "
-    "attribution.methods=[atp],[eap_ig]); repeatable: one factor at a time, or every combination with --grid"
+    "attribution.methods=\\[atp],\\[eap_ig]); repeatable: one factor at a time, "
+    "or every combination with --grid"
 )
 
 
@@ -39,8 +40,7 @@ def register(app: typer.Typer, user_errors: Wrapper, setup_logging: Callable[[bo
         """Re-run a finished run under other settings (reusing every stage whose inputs do not
         change) and test how the results move against it: exact sign tests, Holm, bootstrap CIs.
 
-        Writes OUT/<setting>/ (whole runs), OUT/settings.{md,csv}, OUT/tests.{md,csv}, sweep.json
-        and index.html.
+        Writes OUT/SETTING/ (whole runs), settings.{md,csv}, tests.{md,csv}, sweep.json, index.html.
         """
         from mecharule.pipeline import Pipeline
         from mecharule.progress import bars

@@ -114,7 +114,8 @@ def _next_lines(path: Path) -> list[str]:
         f"report: {path / 'report' / 'index.html'}",
         "next:",
         f"  mecharule run --out {path} --validate            # recall and cost against brute force",
-        f"  mecharule run --out {path} --set search.tau=0.3  # another threshold: re-runs localize, anchor",
+        f"  mecharule run --out {path} --set search.tau=0.3  # another threshold: re-runs localize and after",
+        f"  mecharule sweep {path} --vary search.tau=0.3,0.4  # several, tested against this run",
         f"  mecharule config show {path}                     # every setting this run used",
     ]
 

@@ -248,3 +248,15 @@ def test_planted_cancelling_pair_and_set():
     assert composition["cancel_p"] == P_TEN
     assert result["joint"]["covered"] == 0.25 and result["sum_alone"] == 0.5
     assert result["evaluations"] == oracle.evaluated
+
+
+def test_the_kind_follows_the_direction_the_sign_test_measures():
+    """Ten prompts one way by 1 and two the other way by 8: the sum says one thing, the signs
+    (what the exact sign test counts) another; the kind follows the signs."""
+    from mecharule.recomposition.measure import kind_of
+
+    diff = np.array([1] * 10 + [-8] * 2)
+    assert diff.sum() < 0
+    assert kind_of(diff, 0.04, 0.05) == "synergistic"
+    assert kind_of(-diff, 0.04, 0.05) == "redundant"
+    assert kind_of(diff, 0.2, 0.05) == "additive"

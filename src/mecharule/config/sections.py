@@ -180,7 +180,9 @@ class RecomposeConfig(_Frozen):
     """How each rule's agonists work together: alone vs jointly, pairs, the greedy smallest set."""
 
     enabled: bool = Field(True, description="run the recompose stage in `mecharule run`")
-    pair_units: int = Field(8, ge=2, description="the strongest agonists (alone) whose pairs are measured")
+    pair_units: int = Field(
+        8, ge=0, description="the strongest agonists (alone) whose pairs are measured (0 or 1: no pairs)"
+    )
     max_units: int = Field(16, ge=1, description="greedy's candidates: the strongest agonists alone")
     shares: tuple[float, ...] = Field(
         (0.5, 0.8, 0.9), min_length=1, description="shares of the joint effect the smallest sets reach"

@@ -106,7 +106,7 @@ def _composition(meter: SetMeter, ranked: Sequence[Site], whole: Units, alpha: f
     any_alone = alone.any(axis=0)
     undone = joint.astype(int) - any_alone.astype(int)
     cancel_p = sign_test(undone) if undone.sum() < 0 else 1.0
-    kind = kind_of(int(diff.sum()), p_value, alpha)
+    kind = kind_of(diff, p_value, alpha)
     if kind == "redundant" and undone.sum() < 0 and cancel_p < alpha:
         kind = "cancelling"
     return {
@@ -119,8 +119,8 @@ def _composition(meter: SetMeter, ranked: Sequence[Site], whole: Units, alpha: f
     }
 
 
-def _pair(meter: SetMeter, a: Site, b: Site) -> tuple[int, dict[str, Any]]:
-    """One pair's measurements and its summed difference (in prompts)."""
+def _pair(meter: SetMeter, a: Site, b: Site) -> tuple[np.ndarray, dict[str, Any]]:
+    """One pair's measurements and its per-covered-prompt differences ``j − a − b``."""
     both = meter.covered(frozenset({a, b})).astype(int)
     alone_a, alone_b = meter.covered(one(a)), meter.covered(one(b))
     diff = both - alone_a.astype(int) - alone_b.astype(int)
@@ -134,7 +134,7 @@ def _pair(meter: SetMeter, a: Site, b: Site) -> tuple[int, dict[str, Any]]:
         "sign_p": sign_test(diff),
         "cancel_p": sign_test(undone) if undone.sum() < 0 else 1.0,
     }
-    return int(diff.sum()), row
+    return diff, row
 
 
 def _pairs(meter: SetMeter, ranked: Sequence[Site], settings: RecompositionSettings) -> list[dict[str, Any]]:
@@ -144,13 +144,13 @@ def _pairs(meter: SetMeter, ranked: Sequence[Site], settings: RecompositionSetti
     measured = [_pair(meter, a, b) for a, b in pairs]
     adjusted = holm([row["sign_p"] for _, row in measured])
     cancel = holm([row["cancel_p"] for _, row in measured])
-    for (delta, row), p_holm, cancel_holm in zip(measured, adjusted, cancel, strict=True):
+    for (diff, row), p_holm, cancel_holm in zip(measured, adjusted, cancel, strict=True):
         row["sign_p_holm"] = p_holm
         row["cancel_p_holm"] = cancel_holm
-        row["kind"] = kind_of(delta, p_holm, settings.alpha)
+        row["kind"] = kind_of(diff, p_holm, settings.alpha)
         if row["kind"] == "redundant" and cancel_holm < settings.alpha:
             row["kind"] = "cancelling"
-    measured.sort(key=lambda item: (-abs(item[0]), item[1]["units"]))
+    measured.sort(key=lambda item: (-abs(int(item[0].sum())), item[1]["units"]))
     return [row for _, row in measured]
 
 

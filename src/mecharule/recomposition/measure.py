@@ -1,4 +1,4 @@
-"""Measuring sets of units on one problem: the oracle protocol, a caching meter, the sign test.
+"""Measuring sets of units on one problem: the oracle protocol, a caching meter, the kinds.
 
 A :class:`SetMeter` evaluates each set of units at most once and issues one oracle call per
 :meth:`SetMeter.measure`; ``evaluations`` counts the groups sent. Effects are shares of the
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from scipy.stats import binomtest
 
 from mecharule.errors import DataError
 from mecharule.models.sites import Site
+from mecharule.paired_stats import holm, sign_test
 
 Units = frozenset[Site]
 
@@ -83,32 +83,15 @@ class TickingOracle:
         return rows
 
 
-def sign_test(diff: np.ndarray) -> float:
-    """Exact two-sided binomial sign test on the nonzero per-prompt differences (1.0 if none)."""
-    nonzero = int(np.count_nonzero(diff))
-    if nonzero == 0:
-        return 1.0
-    return float(binomtest(int((diff > 0).sum()), nonzero, 0.5).pvalue)
-
-
-def kind_of(delta: int, p_value: float, alpha: float) -> str:
-    """Synergistic / redundant when the summed difference has that sign and the test rejects."""
-    if p_value < alpha and delta > 0:
+def kind_of(diff: np.ndarray, p_value: float, alpha: float) -> str:
+    """Synergistic / redundant when the test rejects and more per-prompt differences are positive /
+    negative (the direction the sign test itself measures), else additive."""
+    balance = int(np.count_nonzero(diff > 0)) - int(np.count_nonzero(diff < 0))
+    if p_value < alpha and balance > 0:
         return "synergistic"
-    if p_value < alpha and delta < 0:
+    if p_value < alpha and balance < 0:
         return "redundant"
     return "additive"
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm step-down adjusted p-values, in the input order."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    adjusted = [1.0] * len(p_values)
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
-        adjusted[index] = running
-    return adjusted
 
 
 def one(unit: Site) -> Units:

@@ -24,7 +24,8 @@ MEANING = (
     "fewer prompts than the sum of their effects alone (they carry the same flips); "
     "cancelling: together they undo flips some member causes alone; synergistic: "
     "together they flip prompts no member flips alone (backups); additive: no difference the "
-    "sign test can tell. Greedy sets add, at each step, the agonist that raises the joint effect most; "
+    "sign test can tell; the two counts of prompts show what a kind sums up (a set can both overlap "
+    "and need several units on other prompts). Greedy sets add, at each step, the agonist that raises the joint effect most; "
     "an agonist whose effect appears only with a partner is found late (see the pairs)."
 )
 
@@ -71,6 +72,8 @@ def rules_table(problems: Mapping[str, Mapping[str, Any]], settings: Mapping[str
             "joint (unrelated)": (entry.get("joint") or {}).get("unrelated"),
             "sum alone": entry.get("sum_alone"),
             "union alone": entry.get("union_alone"),
+            "flipped only together": composition.get("joint_only"),
+            "flipped alone, not together": composition.get("alone_only"),
             "composition": composition.get("kind"),
             "p (exact sign test)": _p(composition.get("sign_p")),
         }
