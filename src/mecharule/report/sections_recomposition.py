@@ -25,8 +25,9 @@ MEANING = (
     "cancelling: together they undo flips some member causes alone; synergistic: "
     "together they flip prompts no member flips alone (backups); additive: no difference the "
     "sign test can tell; the two counts of prompts show what a kind sums up (a set can both overlap "
-    "and need several units on other prompts). Greedy sets add, at each step, the agonist that raises the joint effect most; "
-    "an agonist whose effect appears only with a partner is found late (see the pairs)."
+    "and need several units on other prompts). Greedy sets add, at each step, the agonist that "
+    "raises the joint effect most; an agonist whose effect appears only with a partner is found "
+    "late (see the pairs)."
 )
 
 
