@@ -16,6 +16,17 @@ from mecharule.config import ExecutorConfig, RunConfig
 # how fast, never what: the executor section (batch sizes, memory budgets) is in no stage's key
 SPEED_ONLY = frozenset(f"executor.{name}" for name in ExecutorConfig.model_fields)
 RULE_SELECTION = ("rules.max_rules", "rules.min_coverage")  # the rules carried to localization
+# what builds the searched problems (rules, candidates, ablation, slices): read by every stage that
+# rebuilds them (localize, validate, recompose)
+SEARCHED = (
+    "seed",
+    *RULE_SELECTION,
+    "attribution.methods",
+    "attribution.top_m",
+    "units",
+    "ablation",
+    "search",
+)
 
 
 @dataclass(frozen=True)
@@ -33,35 +44,14 @@ STAGE_INPUTS: dict[str, StageInputs] = {
         ("measure", "rules"),
         excluded=("attribution.top_m",),
     ),
-    "localize": StageInputs(
-        ("seed", *RULE_SELECTION, "attribution.methods", "attribution.top_m", "units", "ablation", "search"),
-        ("measure", "rules", "attribute"),
-    ),
+    "localize": StageInputs(SEARCHED, ("measure", "rules", "attribute")),
     "validate": StageInputs(
-        (
-            "seed",
-            *RULE_SELECTION,
-            "attribution.methods",
-            "attribution.top_m",
-            "units",
-            "ablation",
-            "search",
-            "validation",
-        ),
+        (*SEARCHED, "validation"),
         ("measure", "rules", "attribute"),
         excluded=("validation.brute_force",),  # whether validate runs, not what it computes
     ),
     "recompose": StageInputs(
-        (
-            "seed",
-            *RULE_SELECTION,
-            "attribution.methods",
-            "attribution.top_m",
-            "units",
-            "ablation",
-            "search",
-            "recompose",
-        ),
+        (*SEARCHED, "recompose"),
         ("measure", "rules", "attribute", "localize"),
         excluded=("recompose.enabled",),  # whether it runs, not what it computes
     ),
