@@ -260,3 +260,19 @@ def test_the_kind_follows_the_direction_the_sign_test_measures():
     assert kind_of(diff, 0.04, 0.05) == "synergistic"
     assert kind_of(-diff, 0.04, 0.05) == "redundant"
     assert kind_of(diff, 0.2, 0.05) == "additive"
+
+
+def test_one_terminal_line_per_problem_says_what_the_numbers_mean():
+    from mecharule.recomposition.text import problem_line, shared_line
+
+    result, _ = _run([A, B, E])
+    assert problem_line("R1/positive", result) == (
+        "R1/positive: 3 agonists; joint 0.375 vs Σ alone 0.625 (redundant, sign test p=0.002); "
+        "90% of the joint effect with 2 units (greedy); pairs: 1 redundant, 2 additive of 3"
+    )
+    nothing, _ = _run([C, F])
+    assert problem_line("R2", nothing).endswith("ablated together they flip nothing on covered prompts")
+    assert problem_line("R3", {"skipped": "no agonists"}) == "R3: skipped (no agonists)"
+    shared = {"shared_agonists": [{"unit": "L0.mlp[1]", "n_problems": 2}]}
+    assert shared_line(shared) == "1 agonists shared by two or more rules: L0.mlp[1] (2)"
+    assert shared_line({}) == "no agonist is shared by two rules"

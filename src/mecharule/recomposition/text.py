@@ -16,10 +16,11 @@ def problem_line(key: str, entry: Mapping[str, Any]) -> str:
     composition = entry.get("composition") or {}
     kind = composition.get("kind", "?")
     test = "" if composition.get("sign_p") is None else f", sign test p={composition['sign_p']:.2g}"
-    joint = (entry.get("joint") or {}).get("covered")
-    parts = [
-        f"{key}: {len(agonists)} agonists; joint {joint} vs Σ alone {entry.get('sum_alone')} ({kind}{test})"
-    ]
+    joint = float((entry.get("joint") or {}).get("covered") or 0.0)
+    summed = float(entry.get("sum_alone") or 0.0)
+    parts = [f"{key}: {len(agonists)} agonists; joint {joint:.3g} vs Σ alone {summed:.3g} ({kind}{test})"]
+    if not joint:
+        return "; ".join([*parts, "ablated together they flip nothing on covered prompts"])
     smallest = entry.get("smallest_set") or {}
     reached = [(float(share), size) for share, size in smallest.items() if size is not None]
     if reached:
