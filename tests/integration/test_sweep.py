@@ -115,3 +115,25 @@ def test_the_sweep_output_may_not_live_inside_the_base_run(base_run):
     )
     assert result.exit_code == 2 and "must not be inside the base run" in result.output
     assert not (base / "x").exists()
+
+
+def test_a_setting_starts_as_a_copy_without_the_lock_journals_or_report(tmp_path):
+    from mecharule.sweep.runner import seed_directory
+
+    base = tmp_path / "base"
+    for name in ("run.json", "rules.json", "run.lock", "summary.json", "localization/summary.json"):
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_text(name)
+    for folder in (".partial/localize-x", "report"):
+        (base / folder).mkdir(parents=True)
+        (base / folder / "file").write_text("x")
+    target = tmp_path / "out" / "search.tau=0.3"
+    stale = target.with_name(target.name + ".copying")
+    stale.mkdir(parents=True)
+    (stale / "leftover").write_text("from a killed copy")
+    seed_directory(base, target)
+    copied = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    assert copied == ["localization/summary.json", "rules.json", "run.json"]
+    assert not stale.exists()
+    (target / "rules.json").write_text("changed by the setting")
+    assert (base / "rules.json").read_text() == "rules.json"  # a copy, not a link

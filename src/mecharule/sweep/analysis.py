@@ -4,7 +4,7 @@ Pairs are the same things measured under two settings:
 
 * **per rule** (a rule and regime, matched by the rule's text, so runs whose rules were re-extracted
   pair only the rules they share): agonists found, CHA group evaluations, the joint suppression's
-  drop in the covered positive rate, and the union flip coverage;
+  drop in the covered positive rate, the union flip coverage, and the recomposed joint effect;
 * **per unit** (every unit that is an agonist under either setting): found (1) or not (0), so the
   sign test is the exact McNemar test on the units found by one setting only;
 * **per anchored unit** (units anchored under both): the best held-out MCC of its rule.
@@ -89,6 +89,15 @@ def pair_measurements(
         x = [measure(problems[k]) for k in shared]
         y = [measure(base_problems[k]) for k in shared]
         out.append((f"{metric}: {label}", x, y))
+    joint_x, joint_y = _joint_effects(path), _joint_effects(base)
+    together = sorted(set(joint_x) & set(joint_y))
+    out.append(
+        (
+            f"joint effect of the agonists (covered) per rule: {label}",
+            [joint_x[k] for k in together],
+            [joint_y[k] for k in together],
+        )
+    )
     units_x, units_y = _agonists(problems), _agonists(base_problems)
     union = sorted(units_x | units_y)
     out.append(
@@ -144,6 +153,19 @@ def _problems(path: Path) -> dict[tuple[str, str], Mapping[str, Any]]:
         (str(p.get("rule")), str(p.get("regime"))): p
         for p in read_json(rundir.file(name)).get("problems", [])
         if not p.get("skipped")
+    }
+
+
+def _joint_effects(path: Path) -> dict[tuple[str, str], float]:
+    """Each recomposed problem's joint effect, keyed by (rule text, regime)."""
+    rundir = RunDir(path)
+    if not rundir.trusted("recomposition.json"):
+        return {}
+    problems = read_json(rundir.file("recomposition.json")).get("problems", {})
+    return {
+        (str(p.get("rule")), str(p.get("regime"))): float(p["joint"]["covered"])
+        for p in problems.values()
+        if isinstance(p.get("joint"), dict)
     }
 
 

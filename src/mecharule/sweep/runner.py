@@ -61,18 +61,23 @@ def stage_plan(
 
 
 def seed_directory(base: Path, target: Path) -> None:
-    """Copy the base run's files into ``target`` (a fresh directory), stage records included, so
-    the stages the setting shares with the base are found done. Never links: nothing a setting
-    writes can reach the base run."""
-    target.mkdir(parents=True, exist_ok=True)
+    """Copy the base run's files into ``target``, stage records included, so the stages the setting
+    shares with the base are found done. Never links: nothing a setting writes can reach the base
+    run. The copy is made beside ``target`` and renamed into place, so a killed copy leaves no
+    half-filled setting behind (the next sweep starts it again)."""
+    staging = target.with_name(target.name + ".copying")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     for item in base.iterdir():
         if item.name in NOT_COPIED or item.name.startswith(".write-probe"):
             continue
-        destination = target / item.name
+        destination = staging / item.name
         if item.is_dir():
-            shutil.copytree(item, destination, dirs_exist_ok=True)
+            shutil.copytree(item, destination)
         else:
             shutil.copy2(item, destination)
+    shutil.rmtree(target, ignore_errors=True)  # a folder without run.json: nothing to keep
+    staging.rename(target)
 
 
 @dataclass
