@@ -54,6 +54,8 @@ def run_row(path: Path) -> dict[str, Any]:
         "HQ rules": summary.get("hq_neurons_test_0.70"),
         "HQ, permuted control": summary.get("hq_neurons_fake_target_0.70"),
         "HQ, random units": summary.get("hq_neurons_random_units_0.70"),
+        "recomposition": ", ".join(f"{n} {kind}" for kind, n in (summary.get("recomposition") or {}).items())
+        or None,
         "wall seconds": round(sum(float(v or 0) for v in walls.values()), 1),
     }
 

@@ -31,6 +31,9 @@ def _run(path: Path, model: str, agonists: list[str], accuracy: float) -> Path:
 
 def test_runs_of_one_model_overlap_by_their_shared_agonists(tmp_path):
     a = _run(tmp_path / "a", "zoo:arithmetic", ["L0.mlp[3]", "L1.mlp[10]", "L1.mlp[2]"], 0.79)
+    summary = json.loads((a / "summary.json").read_text())
+    summary["recomposition"] = {"cancelling": 1, "redundant": 2}  # as summary.json counts the kinds
+    (a / "summary.json").write_text(json.dumps(summary))
     b = _run(tmp_path / "b", "zoo:arithmetic", ["L1.mlp[10]", "L1.mlp[2]", "L0.mlp[7]"], 0.80)
     c = _run(tmp_path / "c", "smollm2-135m", ["L1.mlp[10]"], 0.24)
     tables = compare_runs([a, b, c], tmp_path / "cmp")
@@ -38,6 +41,7 @@ def test_runs_of_one_model_overlap_by_their_shared_agonists(tmp_path):
     assert runs["run"].tolist() == ["a", "b", "c"] and runs["accuracy"].tolist() == [0.79, 0.80, 0.24]
     assert runs["agonists / candidates"].tolist() == [0.075, 0.075, 0.025]
     assert runs["wall seconds"].tolist() == [3.5, 3.5, 3.5]
+    assert runs["recomposition"].tolist() == ["1 cancelling, 2 redundant", None, None]
     assert len(overlap) == 1  # c is another model: no pair with it
     row = overlap.iloc[0]
     assert (row["run A"], row["run B"], row["shared"], row["Jaccard"]) == ("a", "b", 2, 0.5)

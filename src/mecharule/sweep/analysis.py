@@ -59,7 +59,7 @@ def settings_table(runs: Sequence[SweepRun]) -> pd.DataFrame:
             if run.setting is not None
             else "—",
             "seconds": round(sum(float(r.get("seconds") or 0) for r in run.stages.values()), 1)
-            if run.setting is not None
+            if run.setting is not None and run.path != runs[0].path
             else None,
         }
         row |= {name: figures.get(name) for name in HEADLINE}
