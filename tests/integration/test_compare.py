@@ -41,7 +41,7 @@ def test_runs_of_one_model_overlap_by_their_shared_agonists(tmp_path):
     assert runs["run"].tolist() == ["a", "b", "c"] and runs["accuracy"].tolist() == [0.79, 0.80, 0.24]
     assert runs["agonists / candidates"].tolist() == [0.075, 0.075, 0.025]
     assert runs["wall seconds"].tolist() == [3.5, 3.5, 3.5]
-    assert runs["recomposition"].tolist() == ["1 cancelling, 2 redundant", None, None]
+    assert runs["recomposition"].fillna("—").tolist() == ["1 cancelling, 2 redundant", "—", "—"]
     assert len(overlap) == 1  # c is another model: no pair with it
     row = overlap.iloc[0]
     assert (row["run A"], row["run B"], row["shared"], row["Jaccard"]) == ("a", "b", 2, 0.5)
