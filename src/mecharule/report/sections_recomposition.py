@@ -106,17 +106,23 @@ def pairs_table(problems: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def greedy_plot(problems: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Each problem's greedy curve: the share of the joint effect by set size (1 = the whole set)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(4.6, 2.8), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
+    top = 1.0
     for key, entry in problems.items():
         curve = (entry.get("greedy") or {}).get("curve") or []
         if curve:
-            ax.plot(
-                [0] + [c["size"] for c in curve], [0.0] + [c["share"] for c in curve], marker="o", label=key
-            )
+            shares = [0.0] + [c["share"] for c in curve]
+            ax.plot([0] + [c["size"] for c in curve], shares, marker="o", label=key)
+            top = max(top, *shares)
+    ax.axhline(1.0, color="#999999", linestyle="--", linewidth=0.8)  # the whole set's joint effect
     ax.set_xlabel("units ablated together (greedy order)", fontsize=8)
     ax.set_ylabel("share of the joint effect", fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, top * 1.05)  # a set without a cancelling unit can flip more than all of them
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=7)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6)
