@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -137,3 +138,33 @@ def test_a_setting_starts_as_a_copy_without_the_lock_journals_or_report(tmp_path
     assert not stale.exists()
     (target / "rules.json").write_text("changed by the setting")
     assert (base / "rules.json").read_text() == "rules.json"  # a copy, not a link
+
+
+def test_a_warm_started_anchor_equals_one_computed_from_scratch(base_run, tmp_path):
+    """The base run's flip columns and anchored rules are offered to the setting's anchor stage;
+    what it writes is what a cold anchor stage on the same setting writes."""
+    import shutil
+
+    from mecharule.io.rundir import RunDir
+
+    base, _ = base_run
+    out = tmp_path / "warm"
+    result = CliRunner().invoke(app, ["sweep", str(base), "--vary", "search.tau=0.35", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "flip columns and anchored rules offered from the base run" in result.output
+    replayed = re.search(r"anchor: ([\d,]+) pieces replayed from the earlier try", result.output)
+    assert replayed and int(replayed.group(1).replace(",", "")) > 0  # the stage took them
+    warm = out / "search.tau=0.35"
+    cold = tmp_path / "cold"
+    shutil.copytree(warm, cold)
+    RunDir(cold).forget(["anchor", "report"])
+    setting = load_config(None, base=RunDir(warm).manifest()["config"])
+    assert Pipeline(setting, cold).anchor() is True  # no journal: every unit computed
+    assert json.loads((cold / "neuron_rules.json").read_text()) == json.loads(
+        (warm / "neuron_rules.json").read_text()
+    )
+    assert pd.read_parquet(cold / "flips.parquet").equals(pd.read_parquet(warm / "flips.parquet"))
+    shared = set(pd.read_parquet(base / "flips.parquet").columns) & set(
+        pd.read_parquet(warm / "flips.parquet").columns
+    )
+    assert shared - {"row", "split", "baseline"}  # the warm start had units to offer

@@ -114,7 +114,7 @@ def unit_labels(
     kept_rows = [int(r) for r in kept]
     columns: dict[Site, np.ndarray] = {}
     for unit in units:
-        done = journal.get(f"flips|{unit}") if journal is not None else None
+        done = journal.get(flips_key(unit)) if journal is not None else None
         if (
             isinstance(done, dict)
             and done.get("rows") == kept_rows
@@ -131,12 +131,17 @@ def unit_labels(
             columns[unit] = np.asarray(column, dtype=bool)
         if journal is not None:
             journal.put_many(
-                (f"flips|{u}", {"rows": kept_rows, "labels": columns[u].tolist()}) for u in piece
+                (flips_key(u), {"rows": kept_rows, "labels": columns[u].tolist()}) for u in piece
             )
 
     executor = executor or LocalExecutor({FLIPS: engine})
     executor.run([GroupBatch.of(FLIPS, [[u] for u in piece]) for piece in pieces], finished)
     return columns
+
+
+def flips_key(unit: Site | str) -> str:
+    """The journal key of a unit's flip column."""
+    return f"flips|{unit}"
 
 
 def flip_target(table: pd.DataFrame, unit: str, target: str) -> np.ndarray:

@@ -126,7 +126,7 @@ def anchor_units(
     journal = fit.journal
     out = []
     for unit in units:
-        key = f"anchored|{','.join(targets)}|{unit}|{_flip_digest(flips, unit)}"
+        key = anchored_key(targets, unit, flips)
         entry = journal.get(key) if journal is not None else None
         if not isinstance(entry, dict):
             entry = _anchor_unit(flips, (X, is_test), unit, fit, targets)
@@ -158,6 +158,11 @@ def _anchor_unit(
         rates[target] = round(float(y.mean()), 4)
         per_target[target] = target_rules(X, y, is_test, fit)
     return {"site": unit, "n_eval": len(flips), "flip_rates": rates, "targets": per_target}
+
+
+def anchored_key(targets: Sequence[str], unit: str, flips: pd.DataFrame) -> str:
+    """The journal key of a unit's anchored-rule entry: its targets and the flip data it is fitted on."""
+    return f"anchored|{','.join(targets)}|{unit}|{_flip_digest(flips, unit)}"
 
 
 def _flip_digest(flips: pd.DataFrame, unit: str) -> str:

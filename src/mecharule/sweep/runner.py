@@ -123,6 +123,7 @@ class SweepRunner:
         pipe.check_options()
         stages: dict[str, dict[str, Any]] = {}
         with pipe.rundir.locked("mecharule sweep"):
+            self._warm_anchor(pipe)
             for stage in default_stages(config):
                 started = time.perf_counter()
                 ran = bool(getattr(pipe, stage)())
@@ -130,6 +131,28 @@ class SweepRunner:
                 self.notify(f"[{stage}] {'done' if ran else 'reused'} in {stages[stage]['seconds']:.1f}s")
             pipe.write_summary()
         return stages
+
+    def _warm_anchor(self, pipe: Any) -> None:
+        """Offer the base run's anchored units to the setting's anchor stage when every anchoring
+        input but localization is the base run's (see :mod:`mecharule.anchoring.warm`)."""
+        from mecharule.anchoring.warm import warm_journal
+        from mecharule.stage_inputs import read_fields
+
+        base = RunDir(self.base)
+        record, measure = base.stage_record("anchor"), base.stage_record("measure")
+        anchor_key = pipe.stage_hash("anchor")
+        if record is None or measure is None or pipe.rundir.stage_is_done("anchor", anchor_key):
+            return
+        inputs = record.get("inputs", {}).get("config")
+        if inputs != read_fields(pipe.config, "anchor") or measure.get("config_hash") != pipe.stage_hash(
+            "measure"
+        ):
+            return
+        added = warm_journal(self.base, pipe.rundir.file(f".partial/anchor-{anchor_key}"))
+        if added:
+            self.notify(
+                f"anchor: {added} flip columns and anchored rules offered from the base run (same inputs)"
+            )
 
     def _record(self, runs: Sequence[SweepRun]) -> None:
         write_json(
