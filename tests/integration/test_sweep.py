@@ -88,6 +88,10 @@ def test_the_sweep_runs_what_changed_and_tests_it_against_the_base(base_run, tmp
     settings = pd.read_csv(out / "settings.csv")
     assert settings["setting"].tolist() == ["base run", f"search.tau={config.search.tau}", "search.tau=0.35"]
     assert settings["agonists"].tolist()[2] == len(mine)
+    assert settings["stages run"].tolist()[1:] == [
+        "none (the base run's own setting)",
+        "localize, recompose, anchor, report",
+    ]
     html = (out / "index.html").read_text()
     assert "Paired tests against the base run" in html and html.count("<img ") == 4  # figures against tau
 
@@ -101,6 +105,9 @@ def test_a_rerun_sweep_reuses_every_stage_of_its_settings(base_run, tmp_path):
     assert result.exit_code == 0, result.output
     stages = json.loads((out / "sweep.json").read_text())["runs"][1]["stages"]
     assert [s for s, r in stages.items() if r["ran"]] == []
+    # the table still names what was computed for the setting (from its run.json), not this call
+    settings = pd.read_csv(out / "settings.csv")
+    assert settings["stages run"].tolist()[1] == "recompose, report" and settings["seconds"][1] > 0
 
 
 def test_a_sweep_needs_a_finished_base_run(tmp_path):

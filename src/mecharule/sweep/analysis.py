@@ -48,23 +48,35 @@ PER_RULE: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
 
 
 def settings_table(runs: Sequence[SweepRun]) -> pd.DataFrame:
-    """One row per setting (the base run first): what ran, and the headline figures."""
+    """One row per setting (the base run first): the stages computed for it, their seconds (from
+    its run.json, so a sweep run again still shows them), and the headline figures."""
+    base = runs[0].path
     rows = []
     for run in runs:
+        row: dict[str, Any] = {"setting": "base run" if run.setting is None else run.setting.name}
+        if run.setting is None:
+            row |= {"stages run": "—", "seconds": None}
+        elif run.path == base:
+            row |= {"stages run": "none (the base run's own setting)", "seconds": None}
+        else:
+            computed = computed_stages(run.path, base)
+            row |= {"stages run": ", ".join(computed), "seconds": round(sum(computed.values()), 1)}
         figures = run_row(run.path)
-        ran = [s for s, r in run.stages.items() if r.get("ran")]
-        row: dict[str, Any] = {
-            "setting": "base run" if run.setting is None else run.setting.name,
-            "stages run": ", ".join(ran) or "none (the base run's own setting)"
-            if run.setting is not None
-            else "—",
-            "seconds": round(sum(float(r.get("seconds") or 0) for r in run.stages.values()), 1)
-            if run.setting is not None and run.path != runs[0].path
-            else None,
-        }
         row |= {name: figures.get(name) for name in HEADLINE}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def computed_stages(path: Path, base: Path) -> dict[str, float]:
+    """{stage: wall seconds} of the stages recorded in ``path`` under a key other than the one the
+    base run recorded: those computed for the setting rather than copied from the base."""
+    recorded = RunDir(path).manifest().get("stages", {})
+    base_stages = RunDir(base).manifest().get("stages", {})
+    return {
+        stage: float(record.get("wall_seconds") or 0.0)
+        for stage, record in recorded.items()
+        if record.get("config_hash") != (base_stages.get(stage) or {}).get("config_hash")
+    }
 
 
 def sweep_tests(runs: Sequence[SweepRun], family: str, seed: int = 0) -> list[PairedTest]:
@@ -191,4 +203,12 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-__all__ = ["HEADLINE", "PER_RULE", "pair_measurements", "settings_table", "sweep_tests", "tests_table"]
+__all__ = [
+    "HEADLINE",
+    "PER_RULE",
+    "computed_stages",
+    "pair_measurements",
+    "settings_table",
+    "sweep_tests",
+    "tests_table",
+]
