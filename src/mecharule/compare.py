@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from mecharule.errors import RunDirError
 from mecharule.io.rundir import RunDir, atomic_path, read_json
+from mecharule.recomposition.text import kinds_text
 
 SHARED_SHOWN = 12
 
@@ -33,7 +34,7 @@ def run_row(path: Path) -> dict[str, Any]:
         raise RunDirError(f"{path} has no summary.json: finish the run (`mecharule run --out {path}`) first")
     summary = read_json(rundir.file("summary.json"))
     config = rundir.manifest().get("config") or {}
-    localization = _trusted(rundir, "localization/summary.json")
+    localization = trusted_json(rundir, "localization/summary.json")
     candidates = sum(int(p.get("n_candidates") or 0) for p in (localization or {}).get("problems", []))
     accepted = sum(len(p.get("agonists") or []) for p in (localization or {}).get("problems", []))
     walls = summary.get("wall_seconds") or {}
@@ -54,14 +55,13 @@ def run_row(path: Path) -> dict[str, Any]:
         "HQ rules": summary.get("hq_neurons_test_0.70"),
         "HQ, permuted control": summary.get("hq_neurons_fake_target_0.70"),
         "HQ, random units": summary.get("hq_neurons_random_units_0.70"),
-        "recomposition": ", ".join(f"{n} {kind}" for kind, n in (summary.get("recomposition") or {}).items())
-        or None,
+        "recomposition": kinds_text(summary.get("recomposition") or {}) or None,
         "wall seconds": round(sum(float(v or 0) for v in walls.values()), 1),
     }
 
 
 def agonist_set(path: Path) -> set[str]:
-    localization = _trusted(RunDir(path), "localization/summary.json") or {}
+    localization = trusted_json(RunDir(path), "localization/summary.json") or {}
     return {str(a["unit"]) for p in localization.get("problems", []) for a in p.get("agonists") or []}
 
 
@@ -152,7 +152,8 @@ def _site_order(unit: str) -> tuple[int, str, int]:
     return (int(match.group(1)), match.group(2), int(match.group(3))) if match else (10**9, unit, 0)
 
 
-def _trusted(rundir: RunDir, name: str) -> dict[str, Any] | None:
+def trusted_json(rundir: RunDir, name: str) -> dict[str, Any] | None:
+    """A JSON artifact of the run when its stage record stands with it intact, else None."""
     return read_json(rundir.file(name)) if rundir.trusted(name) else None
 
 
@@ -166,4 +167,4 @@ def _round(value: Any, digits: int = 3) -> Any:
     return None if value is None else round(float(value), digits)
 
 
-__all__ = ["agonist_set", "compare_runs", "overlap_rows", "run_row"]
+__all__ = ["agonist_set", "compare_runs", "overlap_rows", "run_row", "trusted_json"]

@@ -83,7 +83,9 @@ def _recomposition_lines(summary: dict[str, Any]) -> list[str]:
     kinds = summary.get("recomposition")
     if kinds is None:
         return []
-    shown = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "no rule with agonists"
+    from mecharule.recomposition.text import kinds_text
+
+    shown = kinds_text(kinds) or "no rule with agonists"
     return [
         f"recomposition (each rule's agonists together vs alone): {shown}; "
         f"{summary.get('shared_agonists', 0)} agonists shared by two or more rules"

@@ -57,8 +57,9 @@ def build_summary(rundir: RunDir) -> dict[str, Any]:
         ]
     recomposed = _maybe(rundir, "recomposition.json")
     if recomposed is not None:
-        kinds = [p["composition"]["kind"] for p in recomposed["problems"].values() if "composition" in p]
-        summary["recomposition"] = {kind: kinds.count(kind) for kind in sorted(set(kinds))}
+        from mecharule.recomposition.text import kind_counts
+
+        summary["recomposition"] = kind_counts(recomposed["problems"])
         summary["shared_agonists"] = len(recomposed.get("shared_agonists") or [])
     stages = manifest.get("stages", {})
     # the report's own record is left out: rewriting summary.json after the report then changes

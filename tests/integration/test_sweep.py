@@ -58,7 +58,7 @@ def _digests(path: Path) -> dict[str, str]:
 def test_a_setting_reuses_exactly_the_stages_that_do_not_read_the_varied_field(base_run, vary, reused):
     base, config = base_run
     (setting,) = plan_settings(config, [parse_vary(vary)], grid=False)
-    plan = stage_plan(base, setting.config, lambda c, p: Pipeline(c, p))
+    plan = stage_plan(base, Pipeline(setting.config, base))
     assert [stage for stage, done in plan.items() if done] == reused
 
 

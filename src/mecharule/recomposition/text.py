@@ -38,6 +38,17 @@ def problem_line(key: str, entry: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def kind_counts(problems: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """``{kind: problems}`` over the recomposed problems of ``recomposition.json`` (kinds sorted)."""
+    kinds = [p["composition"]["kind"] for p in problems.values() if "composition" in p]
+    return {kind: kinds.count(kind) for kind in sorted(set(kinds))}
+
+
+def kinds_text(counts: Mapping[str, int]) -> str:
+    """``{"cancelling": 1, "redundant": 2}`` → ``1 cancelling, 2 redundant`` (empty: no kind)."""
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
 def shared_line(data: Mapping[str, Any]) -> str:
     shared = data.get("shared_agonists") or []
     if not shared:
@@ -46,4 +57,4 @@ def shared_line(data: Mapping[str, Any]) -> str:
     return f"{len(shared)} agonists shared by two or more rules: {top}" + (" ..." if len(shared) > 6 else "")
 
 
-__all__ = ["problem_line", "shared_line"]
+__all__ = ["kind_counts", "kinds_text", "problem_line", "shared_line"]

@@ -143,9 +143,10 @@ class Run:
         if self.validation is not None:
             rows.append(("validation", str(self.validation).splitlines()[0]))
         if self.recomposition is not None:
-            kinds = [self.recomposition.kind(k) for k in self.recomposition.problems]
-            shown = ", ".join(f"{kinds.count(k)} {k}" for k in sorted({k for k in kinds if k}))
-            rows.append(("recomposition", shown or "no rule with agonists"))
+            from mecharule.recomposition.text import kind_counts, kinds_text
+
+            counts = kind_counts(self.recomposition.problems)
+            rows.append(("recomposition", kinds_text(counts) or "no rule with agonists"))
         if self.anchoring is not None:
             rows.append(("anchoring", self.anchoring._hq_line()))
         rows.append(("report", str(self.report_path or "not rendered")))

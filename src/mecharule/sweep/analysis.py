@@ -15,13 +15,14 @@ Every test of the sweep is one family for Holm's correction; see :mod:`mecharule
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mecharule.compare import run_row
-from mecharule.io.rundir import RunDir, read_json
+from mecharule.compare import run_row, trusted_json
+from mecharule.io.rundir import RunDir
 from mecharule.paired_stats import PairedTest, paired_tests
 from mecharule.sweep.runner import SweepRun
 
@@ -82,35 +83,73 @@ def computed_stages(path: Path, base: Path) -> dict[str, float]:
 def sweep_tests(runs: Sequence[SweepRun], family: str, seed: int = 0) -> list[PairedTest]:
     """Every setting against the base run (``runs[0]``), per rule, per unit and per anchored unit."""
     base = runs[0]
+    base_measured = Measured.of(base.path)  # read once, paired with every setting
     comparisons: list[tuple[str, list[float | None], list[float | None]]] = []
     for run in runs[1:]:
         if run.setting is None or run.path == base.path:
             continue
-        comparisons += pair_measurements(run.path, base.path, f"{run.setting.name} vs base")
+        comparisons += pair_measurements(Measured.of(run.path), base_measured, f"{run.setting.name} vs base")
     return paired_tests(family, comparisons, seed=seed)
 
 
+Key = tuple[str, str]  # (rule text, regime): how problems of two runs pair up
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one run's standing files say, per problem and per unit, for pairing with another run."""
+
+    problems: dict[Key, Mapping[str, Any]]  # searched problems (localization/summary.json)
+    joint: dict[Key, float]  # recomposed joint effect on covered prompts (recomposition.json)
+    anchored_mcc: dict[str, float]  # best anchored rule's test MCC per unit (neuron_rules.json)
+
+    @classmethod
+    def of(cls, path: Path) -> Measured:
+        rundir = RunDir(path)  # one, so each file's digest is computed once
+        localization = trusted_json(rundir, "localization/summary.json") or {}
+        recomposed = trusted_json(rundir, "recomposition.json") or {}
+        anchored = trusted_json(rundir, "neuron_rules.json") or {}
+        return cls(
+            problems={
+                (str(p.get("rule")), str(p.get("regime"))): p
+                for p in localization.get("problems", [])
+                if not p.get("skipped")
+            },
+            joint={
+                (str(p.get("rule")), str(p.get("regime"))): float(p["joint"]["covered"])
+                for p in recomposed.get("problems", {}).values()
+                if isinstance(p.get("joint"), dict)
+            },
+            anchored_mcc={
+                str(e["site"]): float((e.get("best") or {}).get("test_mcc") or 0.0)
+                for e in anchored.get("agonists", [])
+            },
+        )
+
+    @property
+    def agonists(self) -> set[str]:
+        return {str(a["unit"]) for p in self.problems.values() for a in p.get("agonists") or []}
+
+
 def pair_measurements(
-    path: Path, base: Path, label: str
+    run: Measured, base: Measured, label: str
 ) -> list[tuple[str, list[float | None], list[float | None]]]:
     """The paired measurements of one run against the base: ``(name, x (run), y (base))``."""
     out = []
-    problems, base_problems = _problems(path), _problems(base)
-    shared = sorted(set(problems) & set(base_problems))
+    shared = sorted(set(run.problems) & set(base.problems))
     for metric, measure in PER_RULE.items():
-        x = [measure(problems[k]) for k in shared]
-        y = [measure(base_problems[k]) for k in shared]
+        x = [measure(run.problems[k]) for k in shared]
+        y = [measure(base.problems[k]) for k in shared]
         out.append((f"{metric}: {label}", x, y))
-    joint_x, joint_y = _joint_effects(path), _joint_effects(base)
-    together = sorted(set(joint_x) & set(joint_y))
+    together = sorted(set(run.joint) & set(base.joint))
     out.append(
         (
             f"joint effect of the agonists (covered) per rule: {label}",
-            [joint_x[k] for k in together],
-            [joint_y[k] for k in together],
+            [run.joint[k] for k in together],
+            [base.joint[k] for k in together],
         )
     )
-    units_x, units_y = _agonists(problems), _agonists(base_problems)
+    units_x, units_y = run.agonists, base.agonists
     union = sorted(units_x | units_y)
     out.append(
         (
@@ -119,10 +158,13 @@ def pair_measurements(
             [float(u in units_y) for u in union],
         )
     )
-    mcc_x, mcc_y = _anchored_mcc(path), _anchored_mcc(base)
-    both = sorted(set(mcc_x) & set(mcc_y))
+    both = sorted(set(run.anchored_mcc) & set(base.anchored_mcc))
     out.append(
-        (f"anchored rule best test MCC per unit: {label}", [mcc_x[u] for u in both], [mcc_y[u] for u in both])
+        (
+            f"anchored rule best test MCC per unit: {label}",
+            [run.anchored_mcc[u] for u in both],
+            [base.anchored_mcc[u] for u in both],
+        )
     )
     return out
 
@@ -153,44 +195,6 @@ def tests_table(tests: Sequence[PairedTest]) -> pd.DataFrame:
 
 def _p(value: float) -> str:
     return f"{value:.3g}"
-
-
-def _problems(path: Path) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """The run's searched problems keyed by (rule text, regime)."""
-    rundir = RunDir(path)
-    name = "localization/summary.json"
-    if not rundir.trusted(name):
-        return {}
-    return {
-        (str(p.get("rule")), str(p.get("regime"))): p
-        for p in read_json(rundir.file(name)).get("problems", [])
-        if not p.get("skipped")
-    }
-
-
-def _joint_effects(path: Path) -> dict[tuple[str, str], float]:
-    """Each recomposed problem's joint effect, keyed by (rule text, regime)."""
-    rundir = RunDir(path)
-    if not rundir.trusted("recomposition.json"):
-        return {}
-    problems = read_json(rundir.file("recomposition.json")).get("problems", {})
-    return {
-        (str(p.get("rule")), str(p.get("regime"))): float(p["joint"]["covered"])
-        for p in problems.values()
-        if isinstance(p.get("joint"), dict)
-    }
-
-
-def _agonists(problems: Mapping[Any, Mapping[str, Any]]) -> set[str]:
-    return {str(a["unit"]) for p in problems.values() for a in p.get("agonists") or []}
-
-
-def _anchored_mcc(path: Path) -> dict[str, float]:
-    rundir = RunDir(path)
-    if not rundir.trusted("neuron_rules.json"):
-        return {}
-    entries = read_json(rundir.file("neuron_rules.json")).get("agonists", [])
-    return {str(e["site"]): float((e.get("best") or {}).get("test_mcc") or 0.0) for e in entries}
 
 
 def _drop(suppression: Mapping[str, Any]) -> float | None:

@@ -44,18 +44,15 @@ class SweepRun:
         }
 
 
-def stage_plan(
-    base: Path, config: RunConfig, pipeline_of: Callable[[RunConfig, Path], Any]
-) -> dict[str, bool]:
-    """{stage: reused} for the setting ``config`` against the finished ``base`` run: reused when the
-    stage's key is the one the base run recorded (with its outputs intact)."""
+def stage_plan(base: Path, pipe: Any) -> dict[str, bool]:
+    """{stage: reused} for the setting whose pipeline is ``pipe`` against the finished ``base`` run:
+    reused when the stage's key is the one the base run recorded (with its outputs intact)."""
     from mecharule.pipeline import default_stages
 
-    pipe = pipeline_of(config, base)
     rundir = RunDir(base)
     return {
         stage: rundir.stage_is_done(stage, pipe.stage_hash(stage))
-        for stage in default_stages(config)
+        for stage in default_stages(pipe.config)
         if stage != "report"
     }
 
@@ -105,26 +102,26 @@ class SweepRunner:
         if setting.config == base_config:
             self.notify(f"{setting.name}: the base run's own setting; its run is used as it is")
             return SweepRun(setting, self.base, {"all": {"ran": False, "note": "the base run"}})
-        plan = stage_plan(self.base, setting.config, self.pipeline_of)
+        target = self.out / setting.folder
+        pipe = self.pipeline_of(setting.config, target)  # touches nothing on disk until a stage runs
+        plan = stage_plan(self.base, pipe)
         reused = [s for s, done in plan.items() if done]
         runs = [s for s, done in plan.items() if not done]
         self.notify(
             f"{setting.name}: reuses {', '.join(reused) or 'no stage'}; runs {', '.join([*runs, 'report'])}"
         )
-        target = self.out / setting.folder
         if not (target / "run.json").exists():
             seed_directory(self.base, target)
-        return SweepRun(setting, target, self._stages(setting.config, target))
+        return SweepRun(setting, target, self._stages(pipe))
 
-    def _stages(self, config: RunConfig, target: Path) -> dict[str, dict[str, Any]]:
+    def _stages(self, pipe: Any) -> dict[str, dict[str, Any]]:
         from mecharule.pipeline import default_stages
 
-        pipe = self.pipeline_of(config, target)
         pipe.check_options()
         stages: dict[str, dict[str, Any]] = {}
         with pipe.rundir.locked("mecharule sweep"):
             self._warm_anchor(pipe)
-            for stage in default_stages(config):
+            for stage in default_stages(pipe.config):
                 started = time.perf_counter()
                 ran = bool(getattr(pipe, stage)())
                 stages[stage] = {"ran": ran, "seconds": round(time.perf_counter() - started, 2)}
